@@ -1,0 +1,16 @@
+"""Networks: the MobileNetV2 classifier and backbone, and the task heads built on it."""
+
+from .features import FeatureInfo
+from .mobilenetv2 import TAPS, MobileNetV2, MobileNetV2Backbone, make_divisible
+from .pretrained import CheckpointError, LoadReport, load_pretrained
+
+__all__ = [
+    "FeatureInfo",
+    "TAPS",
+    "MobileNetV2",
+    "MobileNetV2Backbone",
+    "make_divisible",
+    "CheckpointError",
+    "LoadReport",
+    "load_pretrained",
+]
