@@ -1,0 +1,37 @@
+"""Shared measuring helpers for the benchmark tools: parameters, MAdds and median latency."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Callable
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+
+def count_params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+@torch.no_grad()
+def count_madds(model: torch.nn.Module, x: torch.Tensor) -> float:
+    """Multiply-adds of one forward pass (convolutions and matmuls: FLOPs / 2), as papers count them."""
+    was_training = model.training
+    model.eval()
+    with FlopCounterMode(display=False) as counter:
+        model(x)
+    model.train(was_training)
+    return counter.get_total_flops() / 2
+
+
+def median_latency_ms(fn: Callable[[], object], warmup: int = 3, repeats: int = 20) -> float:
+    """Median wall time of ``fn()`` in milliseconds, after ``warmup`` calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1000)
+    return statistics.median(times)
