@@ -227,27 +227,31 @@ def _write_imagefolder(root: Path, split: str, per_class: int, size: int, seed: 
             img.filter(ImageFilter.GaussianBlur(0.5)).save(d / f"{i:05d}.jpg", quality=92)
 
 
-def ensure_shapes(
-    root: str | Path | None = None,
-    num_train: int = 400,
-    num_val: int = 100,
-    image_size: int = 160,
-    cls_per_class_train: int = 200,
-    cls_per_class_val: int = 50,
-    cls_image_size: int = 64,
-    seed: int = 0,
-) -> Path:
+DEFAULT_PARAMS = dict(
+    num_train=400, num_val=100, image_size=160,  # COCO / VOC scenes
+    cls_per_class_train=200, cls_per_class_val=50, cls_image_size=64,  # ImageFolder
+    seed=0,
+)
+
+
+def ensure_shapes(root: str | Path | None = None, **params) -> Path:
     """Generate the shapes data set under ``root`` unless it is already there; return ``root``.
 
-    The same arguments always give the same files. A marker file records the arguments;
-    a root generated with other arguments is regenerated.
+    ``params`` override ``DEFAULT_PARAMS`` (sizes, counts, seed). The same parameters always
+    give the same files. A marker file records them: an existing set is reused when no
+    parameters are given or when they match, and regenerated otherwise.
     """
     root = Path(root) if root is not None else default_data_dir()
-    params = dict(num_train=num_train, num_val=num_val, image_size=image_size, cls_per_class_train=cls_per_class_train,
-                  cls_per_class_val=cls_per_class_val, cls_image_size=cls_image_size, seed=seed, version=VERSION)
+    unknown = set(params) - set(DEFAULT_PARAMS)
+    if unknown:
+        raise TypeError(f"ensure_shapes: unknown parameters {sorted(unknown)}; known: {sorted(DEFAULT_PARAMS)}")
     marker = root / "COMPLETE.json"
-    if marker.is_file() and json.loads(marker.read_text()) == params:
-        return root
+    if marker.is_file():
+        existing = json.loads(marker.read_text())
+        if existing.get("version") == VERSION and all(existing.get(k) == v for k, v in params.items()):
+            return root
+    params = {**DEFAULT_PARAMS, **params, "version": VERSION}
+    num_train, num_val, image_size, seed = params["num_train"], params["num_val"], params["image_size"], params["seed"]
     log.info("generating the embedded shapes data set into %s", root)
     tmp = root.with_name(root.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -257,8 +261,8 @@ def ensure_shapes(
     for split, n, s, first in (("train", num_train, seed, 1), ("val", num_val, seed + 1, 100000)):
         stems = _write_split(tmp, split, n, image_size, s * 7919 + 17, first)
         (tmp / "voc" / "ImageSets" / "Segmentation" / f"{split}.txt").write_text("\n".join(stems) + "\n")
-    _write_imagefolder(tmp, "train", cls_per_class_train, cls_image_size, seed * 7919 + 101)
-    _write_imagefolder(tmp, "val", cls_per_class_val, cls_image_size, seed * 7919 + 202)
+    _write_imagefolder(tmp, "train", params["cls_per_class_train"], params["cls_image_size"], seed * 7919 + 101)
+    _write_imagefolder(tmp, "val", params["cls_per_class_val"], params["cls_image_size"], seed * 7919 + 202)
     (tmp / "COMPLETE.json").write_text(json.dumps(params))
     # atomic-ish replace, so that concurrent processes (DDP ranks) never read a half-written set
     if root.exists():

@@ -1,0 +1,109 @@
+"""Classification data: any ImageFolder tree (``<root>/{train,val}/<class>/*.jpg``), ImageNet's included."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import albumentations as A
+import lightning as L
+import torch
+from torch.utils.data import Dataset
+from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
+
+from .images import DataError, read_rgb
+from .loaders import make_loader
+from .shapes import ensure_shapes
+from .transforms import classification_eval, classification_train, compose
+
+
+class ImageFolderDataset(Dataset):
+    """Samples ``{"image": (3, H, W) float, "target": int}`` from ``root/<class>/<image>``."""
+
+    def __init__(self, root: str | Path, transform: A.Compose | None = None, classes: Sequence[str] | None = None) -> None:
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise DataError(f"{self.root}: data root not found; set data.root to a folder with one sub-folder per class")
+        found, _ = find_classes(str(self.root)) if any(p.is_dir() for p in self.root.iterdir()) else ([], {})
+        if not found:
+            raise DataError(f"{self.root}: no class sub-folders; expected {self.root}/<class>/<image>.jpg")
+        self.classes = list(classes) if classes is not None else found
+        missing = sorted(set(self.classes) - set(found))
+        if missing:
+            raise DataError(f"{self.root}: class folders {missing} are missing (the training split has them); add them or fix data.root")
+        self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
+        for c in self.classes:
+            d = self.root / c
+            if not any(Path(p).suffix.lower() in IMG_EXTENSIONS for p in d.iterdir()):
+                raise DataError(f"{d}: class folder has no images ({', '.join(IMG_EXTENSIONS)}); add images or remove the folder")
+        self.samples = make_dataset(str(self.root), self.class_to_idx, extensions=IMG_EXTENSIONS)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, idx: int) -> dict:
+        path, target = self.samples[idx]
+        image = read_rgb(path)
+        if self.transform is not None:
+            image = self.transform(image=image)["image"]
+        return {"image": image, "target": target}
+
+
+class ImageFolderDataModule(L.LightningDataModule):
+    """``root/train`` and ``root/val`` ImageFolder trees; ``shapes_root`` generates the embedded set first.
+
+    ``train_transforms`` / ``eval_transforms`` are lists of built albumentations transforms (from
+    ``conf/data/*.yaml``); when ``None`` the ImageNet recipe at ``image_size`` is used.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        image_size: int = 224,
+        batch_size: int = 64,
+        eval_batch_size: int | None = None,
+        num_workers: int = 4,
+        train_transforms: list | None = None,
+        eval_transforms: list | None = None,
+        train_split: str = "train",
+        val_split: str = "val",
+        shapes_root: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.root = Path(root)
+        self.image_size = image_size
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = num_workers
+        self.train_tf = compose(train_transforms if train_transforms is not None else classification_train(image_size))
+        self.eval_tf = compose(eval_transforms if eval_transforms is not None else classification_eval(image_size))
+        self.train_split, self.val_split = train_split, val_split
+        self.shapes_root = shapes_root
+        self.train_set: ImageFolderDataset | None = None
+        self.val_set: ImageFolderDataset | None = None
+
+    def prepare_data(self) -> None:
+        if self.shapes_root is not None:
+            ensure_shapes(self.shapes_root)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is None and stage in (None, "fit"):
+            self.train_set = ImageFolderDataset(self.root / self.train_split, self.train_tf)
+        if self.val_set is None:
+            classes = self.train_set.classes if self.train_set is not None else None
+            self.val_set = ImageFolderDataset(self.root / self.val_split, self.eval_tf, classes=classes)
+
+    @property
+    def num_classes(self) -> int:
+        self.setup("validate")
+        return len(self.val_set.classes)
+
+    def train_dataloader(self):
+        return make_loader(self.train_set, self.batch_size, train=True, num_workers=self.num_workers)
+
+    def val_dataloader(self):
+        return make_loader(self.val_set, self.eval_batch_size, train=False, num_workers=self.num_workers)
+
+    def test_dataloader(self):
+        return self.val_dataloader()

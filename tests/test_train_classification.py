@@ -1,0 +1,68 @@
+"""train(cfg) for classification on the embedded data: metrics, checkpoints, curves, resume, load_model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from mnv2_tasks import load_model
+from mnv2_tasks.models import CheckpointError
+from mnv2_tasks.train import train
+
+TINY = ["task=classification", "model.net.width_mult=0.35", "data.batch_size=8", "data.num_workers=0",
+        "data.image_size=48", "trainer.max_epochs=2"]
+
+
+def test_train_classification_writes_run_dir(make_cfg):
+    cfg = make_cfg(*TINY)
+    metrics = train(cfg)
+    out = cfg.paths.output_dir
+    saved = json.loads(open(f"{out}/metrics.json").read())
+    assert 0.0 <= saved["top1"] <= 1.0 and 0.0 <= saved["top5"] <= 1.0
+    assert saved["top5"] >= saved["top1"]
+    assert saved["num_samples"] == 24  # 4 classes x 6 val images, each counted once
+    assert saved["top1"] == pytest.approx(metrics["top1"])
+    import os
+
+    assert os.path.isfile(f"{out}/checkpoints/last.ckpt")
+    assert any(f.startswith("best-") for f in os.listdir(f"{out}/checkpoints"))
+    assert os.path.getsize(f"{out}/curves.png") > 1000
+
+    # the plain network comes back without Lightning and gives the same predictions
+    net = load_model(f"{out}/checkpoints/last.ckpt")
+    assert type(net).__name__ == "MobileNetV2" and not net.training
+    ckpt = torch.load(f"{out}/checkpoints/last.ckpt", weights_only=True)
+    assert ckpt["mnv2_tasks"]["task"] == "classification"
+    x = torch.randn(2, 3, 48, 48)
+    state = {k[4:]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
+    ref = type(net)(num_classes=4, width_mult=0.35, dropout=0.1).eval()
+    ref.load_state_dict(state)
+    torch.testing.assert_close(net(x), ref(x))
+
+
+def test_resume_from_checkpoint_continues_epochs(make_cfg, tmp_path):
+    cfg = make_cfg(*TINY[:-1], "trainer.max_epochs=1")
+    train(cfg)
+    last = f"{cfg.paths.output_dir}/checkpoints/last.ckpt"
+    cfg2 = make_cfg(*TINY[:-1], "trainer.max_epochs=2", f"ckpt_path={last}")
+    cfg2.paths.output_dir = str(tmp_path / "resumed")
+    metrics = train(cfg2)
+    assert metrics["epochs"] == 2
+    assert torch.load(f"{tmp_path}/resumed/checkpoints/last.ckpt", weights_only=True)["epoch"] == 1
+
+
+def test_resume_refuses_other_width(make_cfg, tmp_path):
+    cfg = make_cfg(*TINY[:-1], "trainer.max_epochs=1")
+    train(cfg)
+    last = f"{cfg.paths.output_dir}/checkpoints/last.ckpt"
+    cfg2 = make_cfg(*TINY, "model.net.width_mult=0.5", f"ckpt_path={last}")
+    with pytest.raises(CheckpointError, match=r"width_mult=0.35.*model.net.width_mult=0.35"):
+        train(cfg2)
+
+
+def test_num_classes_mismatch_is_explained(make_cfg):
+    cfg = make_cfg(*TINY, "model.net.num_classes=10")
+    with pytest.raises(ValueError, match="has 4 classes.*model.net.num_classes=4"):
+        train(cfg)
