@@ -23,11 +23,11 @@ def shapes_root(tmp_path_factory) -> Path:
     return ensure_shapes(tmp_path_factory.mktemp("data") / "shapes-v1", **TEST_SHAPES_KW)
 
 
-def compose_cfg(overrides: list[str], output_dir: Path, data_dir: Path) -> DictConfig:
+def compose_cfg(overrides: list[str], output_dir: Path, data_dir: Path, config_name: str = "train") -> DictConfig:
     """Compose ``conf/train.yaml`` as ``python train.py <overrides>`` would, pointed at tmp dirs, on the CPU."""
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose(config_name="train", overrides=overrides, return_hydra_config=False)
+        cfg = compose(config_name=config_name, overrides=overrides, return_hydra_config=False)
     with open_dict(cfg):
         cfg.paths.output_dir = str(output_dir)
         cfg.paths.data_dir = str(data_dir)
@@ -39,8 +39,8 @@ def compose_cfg(overrides: list[str], output_dir: Path, data_dir: Path) -> DictC
 
 @pytest.fixture
 def make_cfg(tmp_path, shapes_root):
-    def _make(*overrides: str) -> DictConfig:
-        return compose_cfg(list(overrides), tmp_path / "run", shapes_root)
+    def _make(*overrides: str, config_name: str = "train") -> DictConfig:
+        return compose_cfg(list(overrides), tmp_path / "run", shapes_root, config_name)
 
     return _make
 
