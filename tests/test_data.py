@@ -1,0 +1,101 @@
+"""The embedded data set and the ImageFolder loader, bad input included."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+from pycocotools.coco import COCO
+
+from mnv2_tasks.data.imagefolder import ImageFolderDataModule, ImageFolderDataset
+from mnv2_tasks.data.images import DataError
+from mnv2_tasks.data.shapes import SHAPE_CATEGORIES, ensure_shapes
+from tests.conftest import TEST_SHAPES_KW
+
+
+def _digest(root) -> str:
+    h = hashlib.sha256()
+    for p in sorted(root.rglob("*")):
+        if p.is_file():
+            h.update(p.relative_to(root).as_posix().encode())
+            h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def test_shapes_is_deterministic_and_reused(tmp_path, shapes_root):
+    again = ensure_shapes(tmp_path / "again", **TEST_SHAPES_KW)
+    assert _digest(again) == _digest(shapes_root)
+    stamp = (again / "COMPLETE.json").stat().st_mtime_ns
+    assert ensure_shapes(again) == again and (again / "COMPLETE.json").stat().st_mtime_ns == stamp  # reused
+
+
+def test_shapes_coco_has_what_real_data_has(shapes_root):
+    coco = COCO(str(shapes_root / "coco/annotations/instances_train.json"))
+    anns = coco.dataset["annotations"]
+    ids = [c["id"] for c in coco.dataset["categories"]]
+    assert ids == [c["id"] for c in SHAPE_CATEGORIES] and ids != list(range(1, len(ids) + 1))  # non-contiguous
+    assert any(a["iscrowd"] for a in anns)
+    assert any(isinstance(a["segmentation"], list) for a in anns) and any(isinstance(a["segmentation"], dict) for a in anns)
+    with_objects = {a["image_id"] for a in anns if not a["iscrowd"]}
+    assert len(with_objects) < len(coco.getImgIds())  # some images have no objects
+    touching = [a for a in anns if a["bbox"][0] == 0 or a["bbox"][1] == 0]
+    assert touching  # objects cut by the border
+    for a in anns:  # every mask agrees with its box and area
+        m = coco.annToMask(a)
+        ys, xs = np.nonzero(m)
+        assert m.sum() == pytest.approx(a["area"], rel=0.02, abs=3)
+        x, y, w, h = a["bbox"]
+        assert xs.min() >= x - 1 and xs.max() <= x + w and ys.min() >= y - 1 and ys.max() <= y + h
+
+
+def test_shapes_voc_masks_match_images(shapes_root):
+    voc = shapes_root / "voc"
+    stems = (voc / "ImageSets/Segmentation/val.txt").read_text().split()
+    for stem in stems:
+        img = Image.open(voc / "JPEGImages" / f"{stem}.jpg")
+        mask = Image.open(voc / "SegmentationClass" / f"{stem}.png")
+        assert mask.mode == "P" and mask.size == img.size
+        assert set(np.unique(np.asarray(mask))) <= {0, 1, 2, 3, 4, 255}
+
+
+def test_imagefolder_reads_the_embedded_tree(shapes_root):
+    dm = ImageFolderDataModule(root=str(shapes_root / "imagefolder"), image_size=48, batch_size=5, num_workers=0)
+    dm.setup("fit")
+    assert dm.num_classes == 4 and dm.train_set.classes == ["circle", "square", "star", "triangle"]
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["image"].shape == (5, 3, 48, 48) and batch["target"].dtype.is_floating_point is False
+    assert len(dm.val_set) == 24
+
+
+def test_missing_root_names_the_path_and_fix(tmp_path):
+    with pytest.raises(DataError, match=r"nowhere/train: data root not found; set data.root"):
+        ImageFolderDataset(tmp_path / "nowhere" / "train")
+
+
+def test_empty_class_folder_is_an_error(tmp_path, shapes_root):
+    root = tmp_path / "if"
+    shutil.copytree(shapes_root / "imagefolder" / "train", root)
+    for p in (root / "star").iterdir():
+        p.unlink()
+    with pytest.raises(DataError, match=r"star: class folder has no images"):
+        ImageFolderDataset(root)
+
+
+def test_corrupt_image_names_the_file(tmp_path, shapes_root):
+    root = tmp_path / "if"
+    shutil.copytree(shapes_root / "imagefolder" / "val", root)
+    bad = sorted((root / "square").iterdir())[0]
+    bad.write_bytes(b"\xff\xd8\xff garbage")
+    ds = ImageFolderDataset(root)
+    idx = [i for i, (p, _) in enumerate(ds.samples) if p == str(bad)][0]
+    with pytest.raises(DataError, match=rf"{bad.name}: corrupt or unreadable image"):
+        ds[idx]
+
+
+def test_unknown_shapes_parameter_is_rejected(tmp_path):
+    with pytest.raises(TypeError, match="unknown parameters"):
+        ensure_shapes(tmp_path, num_images=3)
