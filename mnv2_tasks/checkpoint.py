@@ -73,4 +73,5 @@ def load_model(ckpt_path: str | Path, map_location: str | torch.device = "cpu") 
     except RuntimeError as e:
         raise CheckpointError(f"{ckpt_path}: weights do not fit the recorded network: {str(e)[:500]}") from None
     net.task = meta["task"]  # lets tools dispatch on the task
+    net.input_spec = meta.get("input") or {}  # image_size, class_names
     return net.to(map_location).eval()

@@ -39,3 +39,22 @@ def test_eval_refuses_checkpoint_of_other_width(make_cfg, trained_ckpt):
     ckpt, _ = trained_ckpt
     with pytest.raises(CheckpointError, match="width_mult"):
         evaluate(make_cfg(*TINY, "model.net.width_mult=0.5", f"ckpt={ckpt}", config_name="eval"))
+
+
+def test_predict_draws_and_writes_json(trained_ckpt, shapes_root, tmp_path):
+    import json
+
+    from PIL import Image
+
+    from tools.predict import main as predict_main
+
+    ckpt, _ = trained_ckpt
+    folder = shapes_root / "imagefolder" / "val" / "star"
+    predict_main([ckpt, str(folder), "--out", str(tmp_path / "p"), "--json"])
+    pngs = sorted((tmp_path / "p").glob("*.pred.png"))
+    assert len(pngs) == len(list(folder.iterdir()))
+    assert Image.open(pngs[0]).size == Image.open(sorted(folder.iterdir())[0]).size
+    preds = json.loads((tmp_path / "p" / "predictions.json").read_text())
+    first = next(iter(preds.values()))
+    assert {p["name"] for p in first} <= {"circle", "square", "star", "triangle"}
+    assert abs(sum(p["score"] for p in first) - 1.0) < 1e-4  # all 4 classes, softmax

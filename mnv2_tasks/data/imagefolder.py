@@ -95,6 +95,11 @@ class ImageFolderDataModule(L.LightningDataModule):
             self.val_set = ImageFolderDataset(self.root / self.val_split, self.eval_tf, classes=classes)
 
     @property
+    def class_names(self) -> list[str]:
+        self.setup("validate")
+        return list(self.val_set.classes)
+
+    @property
     def num_classes(self) -> int:
         self.setup("validate")
         return len(self.val_set.classes)

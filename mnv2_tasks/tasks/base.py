@@ -94,6 +94,7 @@ class TaskModule(L.LightningModule):
         self.freeze_backbone = freeze_backbone
         self.norm_weight_decay = norm_weight_decay
         self.net_spec: dict | None = None  # the Hydra node that builds `net`; set by train(cfg)
+        self.input_spec: dict = {}  # image_size and class_names of the data; set by train(cfg)
         self._final_metrics: dict | None = None
         self.pretrained_report = None
         if pretrained:  # a MobileNetV2 classifier takes the whole file; heads take it into their backbone
@@ -207,4 +208,6 @@ class TaskModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         from .. import __version__
 
-        checkpoint["mnv2_tasks"] = {"task": self.task_name, "net": self.net_spec, "version": __version__}
+        names = getattr(getattr(self._trainer, "datamodule", None), "class_names", None)
+        inputs = {**self.input_spec, "class_names": list(names) if names is not None else None}
+        checkpoint["mnv2_tasks"] = {"task": self.task_name, "net": self.net_spec, "input": inputs, "version": __version__}
