@@ -66,3 +66,31 @@ def test_num_classes_mismatch_is_explained(make_cfg):
     cfg = make_cfg(*TINY, "model.net.num_classes=10")
     with pytest.raises(ValueError, match="has 4 classes.*model.net.num_classes=4"):
         train(cfg)
+
+
+def test_frozen_backbone_keeps_weights_and_bn_statistics(make_cfg, tmp_path):
+    from mnv2_tasks.models import MobileNetV2
+
+    init = MobileNetV2(num_classes=4, width_mult=0.35)
+    torch.save(init.state_dict(), tmp_path / "init.pth")
+    cfg = make_cfg(*TINY[:-1], "trainer.max_epochs=1", "model.freeze_backbone=true", f"model.pretrained={tmp_path}/init.pth",
+                   "model.net.dropout=0.0")
+    train(cfg)
+    after = torch.load(f"{cfg.paths.output_dir}/checkpoints/last.ckpt", weights_only=True)["state_dict"]
+    before = init.state_dict()
+    for k, v in before.items():
+        if k.startswith("classifier."):
+            assert not torch.equal(after[f"net.{k}"], v), f"{k} should train"
+        else:  # convolutions, BatchNorm affine and running statistics alike
+            assert torch.equal(after[f"net.{k}"], v), f"{k} changed in a frozen backbone"
+
+
+def test_ema_callback_averages_weights(make_cfg):
+    cfg = make_cfg(*TINY[:-1], "trainer.max_epochs=1", "callbacks=ema", "callbacks.ema.update_starting_at_step=0",
+                   "callbacks.ema.decay=0.5")
+    metrics = train(cfg)
+    ckpt = torch.load(f"{cfg.paths.output_dir}/checkpoints/last.ckpt", weights_only=True)
+    # Lightning stores the averaged weights as state_dict and the raw ones beside them
+    assert "current_model_state" in ckpt
+    differs = [k for k, v in ckpt["state_dict"].items() if v.is_floating_point() and not torch.equal(v, ckpt["current_model_state"][k])]
+    assert differs and 0.0 <= metrics["top1"] <= 1.0

@@ -103,6 +103,7 @@ class TaskModule(L.LightningModule):
         if freeze_backbone:
             for m in backbone_modules(net):
                 m.requires_grad_(False)
+            self.train()
 
     # ---- the step: subclasses -------------------------------------------------------------
     def model_step(self, batch: dict, stage: str) -> tuple[torch.Tensor | dict | None, Any]:
@@ -126,6 +127,11 @@ class TaskModule(L.LightningModule):
             for m in backbone_modules(self.net):
                 m.eval()  # frozen BatchNorm statistics
         return self
+
+    def on_train_epoch_start(self) -> None:
+        # Lightning restores each submodule's own mode around validation, but does not call
+        # train() at fit start: enforce the frozen backbone's eval mode here too.
+        self.train()
 
     def forward(self, images: torch.Tensor):
         return self.net(images)
