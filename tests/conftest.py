@@ -20,7 +20,7 @@ TEST_SHAPES_KW = dict(num_train=24, num_val=12, image_size=96, cls_per_class_tra
 def shapes_root(tmp_path_factory) -> Path:
     from mnv2_tasks.data.shapes import ensure_shapes
 
-    return ensure_shapes(tmp_path_factory.mktemp("data") / "shapes-v1", **TEST_SHAPES_KW)
+    return ensure_shapes(tmp_path_factory.mktemp("data") / "shapes-v2", **TEST_SHAPES_KW)
 
 
 def compose_cfg(overrides: list[str], output_dir: Path, data_dir: Path, config_name: str = "train") -> DictConfig:

@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["SHAPE_CATEGORIES", "VOC_PALETTE", "ensure_shapes", "default_data_dir"]
 
-VERSION = "shapes-v1"
+VERSION = "shapes-v2"
 # COCO categories: ids are non-contiguous on purpose, as in COCO itself.
 SHAPE_CATEGORIES = [
     {"id": 1, "name": "circle", "supercategory": "shape"},
@@ -229,7 +229,7 @@ def _write_imagefolder(root: Path, split: str, per_class: int, size: int, seed: 
 
 DEFAULT_PARAMS = dict(
     num_train=400, num_val=100, image_size=160,  # COCO / VOC scenes
-    cls_per_class_train=200, cls_per_class_val=50, cls_image_size=64,  # ImageFolder
+    cls_per_class_train=1000, cls_per_class_val=100, cls_image_size=64,  # ImageFolder
     seed=0,
 )
 
