@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sys
 from pathlib import Path
 
@@ -65,7 +66,9 @@ def main(cfg: DictConfig) -> None:
     metrics = evaluate(cfg)
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "eval_metrics.json").write_text(json.dumps(metrics, indent=2, default=float))
+    # NaN (a class absent from the set, a size range without ground truth) is written as null
+    clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()}
+    (out / "eval_metrics.json").write_text(json.dumps(clean, indent=2, default=float))
     width = max(len(k) for k in metrics)
     for k, v in metrics.items():
         print(f"{k:<{width}}  {v:.4f}" if isinstance(v, float) else f"{k:<{width}}  {v}")

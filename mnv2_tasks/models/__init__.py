@@ -1,10 +1,13 @@
 """Networks: the MobileNetV2 classifier and backbone, and the task heads built on it."""
 
+from .deeplabv3 import DeepLabV3, build_deeplabv3
 from .features import FeatureInfo
 from .mobilenetv2 import TAPS, MobileNetV2, MobileNetV2Backbone, make_divisible
 from .pretrained import CheckpointError, LoadReport, load_pretrained
 
 __all__ = [
+    "DeepLabV3",
+    "build_deeplabv3",
     "FeatureInfo",
     "TAPS",
     "MobileNetV2",

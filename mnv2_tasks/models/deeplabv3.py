@@ -223,5 +223,10 @@ def build_deeplabv3(
         aux_idx = order.index(_TAP_AUX)
         aux_head = FCNAuxHead(info.channels(aux_idx), num_classes)
     classifier = nn.Conv2d(head_chs, num_classes, 1)
-    _init_head([m for m in (head, dec, aux_head, classifier) if m is not None])
+    _init_head([m for m in (head, dec, aux_head) if m is not None])
+    # small logits at the start (mmseg's std 0.01): fan-out init of a K-channel conv gives
+    # logits of std ~5 and an initial loss of several nats
+    for conv in [classifier] + ([aux_head.classifier] if aux_head is not None else []):
+        nn.init.normal_(conv.weight, std=0.01)
+        nn.init.zeros_(conv.bias)
     return DeepLabV3(backbone, head, classifier, high_idx, dec, low_idx, aux_head, aux_idx)
