@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 
 import lightning as L
+import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -53,6 +54,8 @@ def train(cfg: DictConfig) -> dict:
     """Train and evaluate as ``cfg`` says; write ``metrics.json`` and ``curves.png`` to the run dir; return the metrics."""
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.get("torch_threads"):
+        torch.set_num_threads(int(cfg.torch_threads))
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
 

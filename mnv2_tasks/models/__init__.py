@@ -4,6 +4,7 @@ from .deeplabv3 import DeepLabV3, build_deeplabv3
 from .features import FeatureInfo
 from .mobilenetv2 import TAPS, MobileNetV2, MobileNetV2Backbone, make_divisible
 from .pretrained import CheckpointError, LoadReport, load_pretrained
+from .ssdlite import SSDLite, build_ssdlite, build_torchvision_ssdlite
 
 __all__ = [
     "DeepLabV3",
@@ -16,4 +17,7 @@ __all__ = [
     "CheckpointError",
     "LoadReport",
     "load_pretrained",
+    "SSDLite",
+    "build_ssdlite",
+    "build_torchvision_ssdlite",
 ]

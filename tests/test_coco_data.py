@@ -1,0 +1,192 @@
+"""COCO detection data: batch format, category ids <-> labels, crowd and empty images, augmentation, bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mnv2_tasks.data.coco import CocoDataModule, CocoDetection, DataError
+from mnv2_tasks.data.det_transforms import MinIoURandomCrop, detection_pipeline, ssd_train_transforms
+
+
+def shapes_dm(shapes_root: Path, **kw) -> CocoDataModule:
+    args = dict(root=str(shapes_root / "coco"), train_ann_file="annotations/instances_train.json", train_img_dir="train",
+                val_ann_file="annotations/instances_val.json", val_img_dir="val", image_size=64, batch_size=4, num_workers=0)
+    args.update(kw)
+    return CocoDataModule(**args)
+
+
+def test_batches_and_category_round_trip(shapes_root):
+    dm = shapes_dm(shapes_root, num_classes=5)
+    dm.setup("fit")
+    ann = json.loads((shapes_root / "coco/annotations/instances_train.json").read_text())
+    cat_ids = sorted(c["id"] for c in ann["categories"])
+    assert cat_ids == [1, 3, 7, 12]  # non-contiguous on purpose
+    assert dm.num_classes == 5 and dm.label_to_cat_id == [0, 1, 3, 7, 12]
+    assert dm.class_names == ["circle", "square", "triangle", "star"]
+    ds = dm.train_set
+    for cid in cat_ids:  # ids -> labels 1..K -> ids
+        assert dm.label_to_cat_id[ds.cat_id_to_label[cid]] == cid
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["image"].shape == (4, 3, 64, 64) and batch["image"].dtype == torch.float32
+    assert abs(float(batch["image"].mean())) < 3  # normalized, not 0..255
+    assert len(batch["target"]) == len(batch["meta"]) == 4
+    for t, m in zip(batch["target"], batch["meta"]):
+        assert t["boxes"].dtype == torch.float32 and t["boxes"].shape[1] == 4
+        assert t["labels"].dtype == torch.int64 and len(t["labels"]) == len(t["boxes"])
+        if len(t["labels"]):
+            assert t["labels"].min() >= 1 and t["labels"].max() <= 4
+        assert m["orig_size"] == (96, 96) and m["input_size"] == (64, 64)
+        assert m["image_id"] in ds.images
+
+
+def test_wrong_num_classes_is_explained(shapes_root):
+    with pytest.raises(DataError, match="set data.num_classes=5"):
+        shapes_dm(shapes_root, num_classes=81).setup("fit")
+
+
+def test_xywh_to_xyxy_crowd_and_empty_images(shapes_root):
+    ann_file = shapes_root / "coco/annotations/instances_train.json"
+    ann = json.loads(ann_file.read_text())
+    ds = CocoDetection(ann_file, shapes_root / "coco/train")
+    per_image = {}
+    for a in ann["annotations"]:
+        per_image.setdefault(a["image_id"], []).append(a)
+    empty = [im["id"] for im in ann["images"] if im["id"] not in per_image]
+    assert empty and all(i in ds.ids for i in empty)  # negatives are kept
+    crowd_img = next(i for i, anns in per_image.items() if any(a["iscrowd"] for a in anns))
+    sample = ds[ds.ids.index(crowd_img)]  # no transform: original pixels
+    normal = [a for a in per_image[crowd_img] if not a["iscrowd"]]
+    crowd = [a for a in per_image[crowd_img] if a["iscrowd"]]
+    expected = torch.tensor([[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in normal)])
+    torch.testing.assert_close(sample["target"]["boxes"], expected)
+    assert sample["target"]["labels"].tolist() == [ds.cat_id_to_label[a["category_id"]] for a in normal]
+    assert len(sample["target"]["ignore_boxes"]) == len(crowd)  # crowd regions are not targets
+    sample = ds[ds.ids.index(empty[0])]
+    assert sample["target"]["boxes"].shape == (0, 4) and sample["target"]["labels"].shape == (0,)
+
+
+def test_augmentation_keeps_boxes_valid():
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (120, 160, 3), dtype=np.uint8)
+    boxes = np.array([[10, 10, 60, 80], [100, 50, 159, 119], [0, 0, 4, 3], [70, 20, 90, 40]], dtype=np.float32)
+    labels = np.array([1, 2, 3, 0])
+    tf = detection_pipeline(ssd_train_transforms(), 64)
+    seen = 0
+    for _ in range(100):
+        out = tf(image=image, bboxes=boxes, labels=labels)
+        b = np.asarray(out["bboxes"]).reshape(-1, 4)
+        assert out["image"].shape == (3, 64, 64) and len(out["labels"]) == len(b)
+        if len(b):
+            assert b.min() >= 0 and b.max() <= 64
+            assert (b[:, 2] - b[:, 0] >= 1).all() and (b[:, 3] - b[:, 1] >= 1).all()
+        seen += len(b)
+    assert seen > 100  # most boxes survive
+
+
+def test_min_iou_crop_drops_boxes_whose_centre_leaves():
+    import albumentations as A
+
+    crop = MinIoURandomCrop(min_ious=[0.0], scale=(0.5, 0.5), aspect=(1.0, 1.0))
+    tf = A.Compose([crop], bbox_params=A.BboxParams(format="pascal_voc", label_fields=["labels"]))
+    image = np.zeros((100, 100, 3), dtype=np.uint8)
+    boxes = [[0, 0, 10, 10], [90, 90, 100, 100], [40, 40, 60, 60]]
+    for _ in range(20):
+        out = tf(image=image, bboxes=boxes, labels=[1, 2, 3])
+        assert out["image"].shape == (50, 50, 3)
+        for b, lab in zip(out["bboxes"], out["labels"]):
+            # every kept box had its centre inside the crop, so at least half of it survives
+            w, h = b[2] - b[0], b[3] - b[1]
+            assert w >= 5 - 1e-3 and h >= 5 - 1e-3, (b, lab)
+
+
+# ---- bad input -------------------------------------------------------------------------------
+
+def _tiny_set(tmp_path: Path, n: int = 2) -> tuple[Path, Path, dict]:
+    img_dir = tmp_path / "images"
+    img_dir.mkdir()
+    images = []
+    for i in range(1, n + 1):
+        Image.fromarray(np.full((40, 50, 3), 100, dtype=np.uint8)).save(img_dir / f"{i}.jpg")
+        images.append({"id": i, "file_name": f"{i}.jpg", "width": 50, "height": 40})
+    data = {
+        "images": images,
+        "annotations": [{"id": 10, "image_id": 1, "category_id": 5, "bbox": [5, 6, 20, 10], "area": 200, "iscrowd": 0}],
+        "categories": [{"id": 5, "name": "thing"}],
+    }
+    ann = tmp_path / "ann.json"
+    ann.write_text(json.dumps(data))
+    return ann, img_dir, data
+
+
+def _write(path: Path, data: dict) -> Path:
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_valid_tiny_set(tmp_path):
+    ann, img_dir, _ = _tiny_set(tmp_path)
+    ds = CocoDetection(ann, img_dir)
+    assert len(ds) == 2 and ds.num_classes == 2
+    assert ds[0]["target"]["boxes"].tolist() == [[5.0, 6.0, 25.0, 16.0]]
+
+
+def test_not_json_and_missing_keys(tmp_path):
+    _, img_dir, data = _tiny_set(tmp_path)
+    bad = tmp_path / "bad.json"
+    bad.write_text("{'images': oops")
+    with pytest.raises(DataError, match=r"bad\.json: not a JSON file"):
+        CocoDetection(bad, img_dir)
+    del data["categories"]
+    with pytest.raises(DataError, match=r"ann2\.json: missing key\(s\) \['categories'\]"):
+        CocoDetection(_write(tmp_path / "ann2.json", data), img_dir)
+
+
+def test_unknown_category_id(tmp_path):
+    _, img_dir, data = _tiny_set(tmp_path)
+    data["annotations"][0]["category_id"] = 99
+    ann = _write(tmp_path / "ann.json", data)
+    with pytest.raises(DataError, match=r"ann\.json: annotations\[0\] \(id 10\) of image 1\.jpg has category_id 99"):
+        CocoDetection(ann, img_dir)
+    ds = CocoDetection(ann, img_dir, on_bad="warn")  # counted and dropped
+    assert ds.problems["unknown category id"] == 1 and len(ds[0]["target"]["boxes"]) == 0
+
+
+def test_box_outside_image(tmp_path):
+    _, img_dir, data = _tiny_set(tmp_path)
+    data["annotations"][0]["bbox"] = [40, 6, 20, 10]  # x + w = 60 > width 50
+    ann = _write(tmp_path / "ann.json", data)
+    with pytest.raises(DataError, match=r"annotations\[0\] \(id 10\) of image 1\.jpg .*extends outside the 50x40 image"):
+        CocoDetection(ann, img_dir)
+    ds = CocoDetection(ann, img_dir, on_bad="warn")  # clipped
+    assert ds.problems["box outside the image"] == 1
+    assert ds[0]["target"]["boxes"].tolist() == [[40.0, 6.0, 50.0, 16.0]]
+    data["annotations"][0]["bbox"] = [5, 6, 45.5, 10]  # within the 1 px tolerance: clipped silently
+    ds = CocoDetection(_write(tmp_path / "ann.json", data), img_dir)
+    assert ds[0]["target"]["boxes"].tolist() == [[5.0, 6.0, 50.0, 16.0]] and not ds.problems
+
+
+def test_missing_and_corrupt_images(tmp_path):
+    ann, img_dir, _ = _tiny_set(tmp_path)
+    (img_dir / "2.jpg").unlink()
+    with pytest.raises(DataError, match=r"images/2\.jpg: image missing on disk \(image id 2"):
+        CocoDetection(ann, img_dir)
+    ds = CocoDetection(ann, img_dir, on_bad="warn")
+    assert len(ds) == 1 and ds.problems["image file missing"] == 1
+    (img_dir / "2.jpg").write_bytes(b"not a jpeg at all")
+    ds = CocoDetection(ann, img_dir)
+    with pytest.raises(DataError, match=r"2\.jpg: corrupt or unreadable image.*image id 2"):
+        ds[1]
+
+
+def test_degenerate_boxes_dropped(tmp_path):
+    _, img_dir, data = _tiny_set(tmp_path)
+    data["annotations"].append({"id": 11, "image_id": 1, "category_id": 5, "bbox": [5, 6, 0, 10], "iscrowd": 0})
+    ds = CocoDetection(_write(tmp_path / "ann.json", data), img_dir)
+    assert ds.problems["degenerate box"] == 1 and len(ds[0]["target"]["boxes"]) == 1
