@@ -37,9 +37,19 @@ def build_net(spec: dict) -> nn.Module:
     return instantiate(spec, _convert_="all")
 
 
-def check_compatible(path: str | Path, task: str, net_spec: dict | None) -> dict:
-    """Raise ``CheckpointError`` if the checkpoint at ``path`` is of another task or network configuration."""
-    meta = read_checkpoint(path)["mnv2_tasks"]
+def check_compatible(path: str | Path, task: str, net_spec: dict | None, quant: str | None = None) -> dict:
+    """Raise ``CheckpointError`` if the checkpoint at ``path`` is of another task, network or quantization mode."""
+    from .quant.checkpoints import quant_info_of
+
+    ckpt = read_checkpoint(path)
+    meta = ckpt["mnv2_tasks"]
+    q = quant_info_of(ckpt)
+    if q and quant != q.get("mode"):
+        raise CheckpointError(
+            f"{path}: a quantization-aware training checkpoint; resume it with quant={q.get('mode')} "
+            f"(python train.py task={meta.get('task')} quant={q.get('mode')} quant.from_ckpt=<its float checkpoint> ckpt_path={path}), "
+            f"or export it with python tools/export.py {path}"
+        )
     if meta.get("task") != task:
         raise CheckpointError(
             f"{path}: checkpoint of task '{meta.get('task')}', but this run is task '{task}'; "
@@ -59,7 +69,9 @@ def load_model(ckpt_path: str | Path, map_location: str | torch.device = "cpu") 
     """The plain inference ``nn.Module`` (eval mode) from a training checkpoint, with no Lightning around it."""
     ckpt = read_checkpoint(ckpt_path)
     meta = ckpt["mnv2_tasks"]
-    if meta.get("quant"):
+    from .quant.checkpoints import quant_info_of
+
+    if quant_info_of(ckpt):
         raise CheckpointError(
             f"{ckpt_path}: a quantization-aware training checkpoint; load it with the quant tools "
             "(tools/export.py, or train.py ... quant=qat ckpt_path=...), not load_model"

@@ -64,7 +64,7 @@ def train(cfg: DictConfig) -> dict:
     module.net_spec = OmegaConf.to_container(cfg.model.net, resolve=True)
     module.input_spec = {"image_size": cfg.data.get("image_size") or cfg.data.get("size")}
     if cfg.get("ckpt_path"):
-        check_compatible(cfg.ckpt_path, module.task_name, module.net_spec)
+        check_compatible(cfg.ckpt_path, module.task_name, module.net_spec, quant=(cfg.get("quant") or {}).get("mode"))
 
     callbacks = _instantiate_group(cfg.get("callbacks"))
     loggers = _instantiate_group(cfg.get("logger"))

@@ -242,7 +242,8 @@ class SSDLite(nn.Module):
         keep = nms(cand + offsets[:, None], top_scores, cfg.nms_thresh)  # sorted by score, all images
         keep = keep[top_scores[keep] > cfg.score_thresh]
         # order by image (stable: score order within an image), then at most detections_per_img each
-        keep = keep[torch.sort(batch_index[keep], stable=True).indices]
+        # group by image, keeping the score order inside each (unique keys: a stable sort that exports to ONNX)
+        keep = keep[(batch_index[keep] * keep.shape[0] + torch.arange(keep.shape[0], device=keep.device)).argsort()]
         kb = batch_index[keep]
         onehot = (kb[:, None] == torch.arange(n, device=kb.device)[None, :]).to(torch.int64)  # (M, N)
         rank = (onehot.cumsum(0) * onehot).sum(1) - 1

@@ -121,6 +121,19 @@ class TaskModule(L.LightningModule):
         raise NotImplementedError
 
     # ---- Lightning hooks ------------------------------------------------------------------
+    classes_note = ""  # e.g. " (categories + background)" where the count includes a background class
+
+    def checked_datamodule(self):
+        """The trainer's data module (or None), after checking its ``num_classes`` against the network's."""
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        n = getattr(dm, "num_classes", None)
+        if n is not None and n != getattr(self.net, "num_classes", n):
+            raise ValueError(
+                f"the data ({getattr(dm, 'root', '?')}) has {n} classes{self.classes_note} but the model has "
+                f"num_classes={self.net.num_classes}; set model.net.num_classes={n}"
+            )
+        return dm
+
     def train(self, mode: bool = True):
         super().train(mode)
         if mode and self.freeze_backbone:
@@ -216,4 +229,7 @@ class TaskModule(L.LightningModule):
 
         names = getattr(getattr(self._trainer, "datamodule", None), "class_names", None)
         inputs = {**self.input_spec, "class_names": list(names) if names is not None else None}
-        checkpoint["mnv2_tasks"] = {"task": self.task_name, "net": self.net_spec, "input": inputs, "version": __version__}
+        # update, not replace: callbacks (QAT) may have added entries before this hook runs
+        checkpoint.setdefault("mnv2_tasks", {}).update(
+            {"task": self.task_name, "net": self.net_spec, "input": inputs, "version": __version__}
+        )

@@ -29,13 +29,7 @@ class ClassificationModule(TaskModule):
         self.num_samples = SumMetric()
 
     def setup(self, stage: str) -> None:
-        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        n = getattr(dm, "num_classes", None)
-        if n is not None and n != self.net.num_classes:
-            raise ValueError(
-                f"the data ({getattr(dm, 'root', '?')}) has {n} classes but the model has num_classes={self.net.num_classes}; "
-                f"set model.net.num_classes={n}"
-            )
+        self.checked_datamodule()
 
     def model_step(self, batch: dict, stage: str):
         logits = self.net(batch["image"])  # (N, num_classes)

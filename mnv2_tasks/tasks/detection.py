@@ -41,6 +41,7 @@ class DetectionModule(TaskModule):
     """
 
     task_name = "detection"
+    classes_note = " (categories + background)"
 
     def __init__(
         self,
@@ -75,15 +76,9 @@ class DetectionModule(TaskModule):
         self.evaluator = CocoEvaluator(ann_file, label_to_cat_id)
 
     def setup(self, stage: str) -> None:
-        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        dm = self.checked_datamodule()
         if dm is None:
             return
-        n = getattr(dm, "num_classes", None)
-        if n is not None and n != self.net.num_classes:
-            raise ValueError(
-                f"the data ({getattr(dm, 'root', '?')}) has {n - 1} categories (+ background = {n}) but the model has "
-                f"num_classes={self.net.num_classes}; set model.net.num_classes={n}"
-            )
         if getattr(dm, "val_ann_file", None) is not None:
             self.set_ground_truth(dm.val_ann_file, dm.label_to_cat_id)
         if stage == "fit" and getattr(dm, "train_set", None) is not None:

@@ -49,13 +49,7 @@ class SegmentationModule(TaskModule):
         self._names_given = class_names is not None
 
     def setup(self, stage: str) -> None:
-        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        n = getattr(dm, "num_classes", None)
-        if n is not None and n != self.net.num_classes:
-            raise ValueError(
-                f"the data ({getattr(dm, 'root', '?')}) has {n} classes but the model has num_classes={self.net.num_classes}; "
-                f"set model.net.num_classes={n}"
-            )
+        dm = self.checked_datamodule()
         names = getattr(dm, "class_names", None)
         if not self._names_given and names is not None and len(names) == self.net.num_classes:
             self.confmat = ConfusionMatrix(self.net.num_classes, names)

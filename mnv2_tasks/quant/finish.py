@@ -1,0 +1,90 @@
+"""The end of a ``quant=qat`` / ``quant=ptq`` run: convert, export float and int8 ONNX, evaluate all four ways.
+
+Every metric goes through the task module's own metric code (``evaluate_with``):
+``torch_fp32_*`` (the float network), ``torch_int8_*`` (the converted PT2E graph in PyTorch),
+``onnx_fp32_*`` and ``onnx_int8_*`` (the ONNX files in ONNX Runtime).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.fx import GraphModule
+
+from .deploy import export_deploy
+from .ort_runner import OrtModel
+from .pt2e import QuantNet, convert, deploy_view
+
+log = logging.getLogger(__name__)
+
+__all__ = ["example_batch", "evaluate_and_export", "FP32_FILE", "INT8_FILE"]
+
+FP32_FILE = "model.fp32.onnx"
+INT8_FILE = "model.int8.onnx"
+
+
+def example_batch(trainer_or_datamodule, n: int = 2) -> torch.Tensor:
+    """The first ``n`` validation images (N, 3, H, W), on CPU: the capture and export example."""
+    dm = getattr(trainer_or_datamodule, "datamodule", trainer_or_datamodule)
+    batch = next(iter(dm.val_dataloader()))
+    images = batch["image"][:n].cpu()
+    if images.shape[0] < 2:
+        images = images.expand(2, *images.shape[1:]).contiguous()
+    return images
+
+
+def _scalars(prefix: str, metrics: dict) -> dict:
+    return {f"{prefix}_{k}": float(v) for k, v in metrics.items()
+            if isinstance(v, float) and math.isfinite(v)}
+
+
+def evaluate_and_export(
+    pl_module,
+    float_net: nn.Module,
+    prepared: GraphModule,
+    example: torch.Tensor,
+    out_dir: str | Path,
+    datamodule=None,
+    evaluate: bool = True,
+    ort_threads: int = 2,
+    mode: str = "qat",
+) -> dict:
+    """Convert ``prepared``, write ``model.fp32.onnx`` / ``model.int8.onnx`` into ``out_dir``, evaluate; return flat metrics."""
+    out_dir = Path(out_dir)
+    float_net = float_net.cpu().eval()
+    view = deploy_view(float_net).eval()
+    t0 = time.perf_counter()
+    converted = convert(prepared.cpu())
+    task = getattr(pl_module, "task_name", "")
+    meta = {"task": task, "quant": mode}
+    fp32_path = export_deploy(view, view.kind, example, out_dir / FP32_FILE, float_net=float_net,
+                              metadata={**meta, "precision": "fp32"})
+    int8_path = export_deploy(converted, view.kind, example, out_dir / INT8_FILE, float_net=float_net,
+                              metadata={**meta, "precision": "int8"})
+    metrics: dict = {"onnx_fp32_file": FP32_FILE, "onnx_int8_file": INT8_FILE, "onnx_opset": 20,
+                     "onnx_export_s": round(time.perf_counter() - t0, 1)}
+    log.info("%s: wrote %s and %s", mode, fp32_path, int8_path)
+    if not evaluate or datamodule is None:
+        return metrics
+    loader = datamodule.val_dataloader()
+    int8_torch = QuantNet(converted, float_net, view.kind).eval()
+    runners = {
+        "torch_fp32": float_net,
+        "torch_int8": int8_torch,
+        "onnx_fp32": OrtModel(fp32_path, ort_threads),
+        "onnx_int8": OrtModel(int8_path, ort_threads),
+    }
+    was_training = pl_module.training
+    pl_module.eval()
+    try:
+        for prefix, fn in runners.items():
+            metrics.update(_scalars(prefix, pl_module.evaluate_with(fn, loader, progress=False)))
+    finally:
+        pl_module.train(was_training)
+    log.info("%s metrics: %s", mode, metrics)
+    return metrics

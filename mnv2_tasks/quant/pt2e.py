@@ -1,0 +1,234 @@
+"""torchao's PT2E flow around this package's networks: capture, prepare (QAT or PTQ), convert.
+
+A network is captured with ``torch.export.export`` and a dynamic batch ``Dim``; what is
+captured is the network's *deploy graph* (``deploy_graph(net)``): for the classifier and
+DeepLabV3 that is ``forward`` (logits), for SSDLite the raw head outputs with boxes decoded,
+before NMS. ``QuantNet`` puts a prepared or converted graph back behind the network's own
+interface (``forward`` in train and eval mode, ``forward_with_aux``, ``postprocess``), so
+that Lightning's loop, the task's loss and metric code keep working on it.
+
+Never call ``.train()`` / ``.eval()`` on a captured graph directly: ``set_mode`` (and
+``QuantNet.train``, which Lightning calls) swap the batch-norm and dropout ops as torchao
+requires, and keep frozen batch-norm statistics frozen.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Callable, Iterable
+
+import torch
+from torch import nn
+from torch.export import Dim
+from torch.fx import GraphModule
+from torchao.quantization.pt2e import (
+    disable_observer,
+    enable_observer,
+    move_exported_model_to_eval,
+    move_exported_model_to_train,
+)
+from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e, prepare_qat_pt2e
+
+from .quantizer import OrtQuantizer
+
+__all__ = [
+    "QuantNet", "DeployView", "deploy_view", "capture", "prepare", "calibrate", "convert", "set_mode",
+    "freeze_bn_stats", "disable_observers", "MAX_BATCH",
+]
+
+MAX_BATCH = 1024
+_BN_TRAINING_ARG = 5  # batch_norm(input, weight, bias, running_mean, running_var, training, momentum, eps, ...)
+_BN_OPS = {
+    torch.ops.aten.batch_norm.default,
+    torch.ops.aten._native_batch_norm_legit.default,
+    torch.ops.aten.cudnn_batch_norm.default,
+}
+
+
+class DeployView(nn.Module):
+    """The part of a network that is captured and quantized: ``images -> tensor or dict of tensors``.
+
+    ``fn(net, images)`` computes it; ``kind`` names the network family ("classifier",
+    "deeplabv3", "ssdlite") so that ``QuantNet`` knows how to answer the network's interface.
+    """
+
+    def __init__(self, net: nn.Module, kind: str, fn: Callable[[nn.Module, torch.Tensor], Any]) -> None:
+        super().__init__()
+        self.net = net
+        self.kind = kind
+        self._fn = fn
+
+    def forward(self, images: torch.Tensor):
+        return self._fn(self.net, images)
+
+
+def deploy_view(net: nn.Module) -> DeployView:
+    """The capture view of a package network (see the module docstring)."""
+    from ..models.mobilenetv2 import MobileNetV2
+
+    if isinstance(net, MobileNetV2):
+        return DeployView(net, "classifier", lambda n, x: n(x))
+    name = type(net).__name__
+    if name == "DeepLabV3":
+        if getattr(net, "aux_head", None) is not None:
+            return DeployView(net, "deeplabv3", lambda n, x: n.forward_with_aux(x))
+        return DeployView(net, "deeplabv3", lambda n, x: {"out": n(x)})
+    if hasattr(net, "forward_raw") and hasattr(net, "postprocess"):
+        return DeployView(net, "ssdlite", lambda n, x: n.forward_raw(x))
+    raise TypeError(
+        f"{name}: no deploy view for this network; quantization supports MobileNetV2, DeepLabV3 and SSDLite "
+        "(a network with forward_raw and postprocess)"
+    )
+
+
+def capture(module: nn.Module, example: torch.Tensor, train: bool) -> GraphModule:
+    """``torch.export.export`` with a dynamic batch dimension, in train or eval mode; returns the graph module.
+
+    ``example`` should have a batch of at least 2 (a batch of 1 would be specialised).
+    """
+    if example.shape[0] < 2:
+        example = example.expand(2, *example.shape[1:]).contiguous()
+    module.train(train)
+    batch = Dim("batch", min=1, max=MAX_BATCH)
+    with torch.no_grad() if not train else torch.enable_grad():
+        ep = torch.export.export(module, (example,), dynamic_shapes=({0: batch},), strict=False)
+    return ep.module()
+
+
+def prepare(net: nn.Module, example: torch.Tensor, qat: bool) -> GraphModule:
+    """Capture ``deploy_view(net)`` (a copy of ``net``: the original is left untouched) and insert
+    fake-quant (``qat``) or observers (PTQ). QAT graphs are left in train mode, PTQ graphs in eval mode."""
+    view = deploy_view(copy.deepcopy(net))
+    gm = capture(view, example, train=qat)
+    quantizer = OrtQuantizer(is_qat=qat)
+    prepared = prepare_qat_pt2e(gm, quantizer) if qat else prepare_pt2e(gm, quantizer)
+    prepared.meta["mnv2_deploy_kind"] = view.kind
+    prepared.meta["mnv2_training"] = qat
+    if qat:
+        move_exported_model_to_train(prepared)
+    else:
+        move_exported_model_to_eval(prepared)
+    return prepared
+
+
+@torch.no_grad()
+def calibrate(prepared: GraphModule, batches: Iterable[torch.Tensor]) -> int:
+    """Run ``batches`` through a PTQ-prepared graph (eval mode) so its observers see the data; returns images seen."""
+    set_mode(prepared, False)
+    n = 0
+    for images in batches:
+        prepared(images)
+        n += images.shape[0]
+    return n
+
+
+def convert(prepared: GraphModule) -> GraphModule:
+    """Observers off, eval mode, ``convert_pt2e``: a graph of Q/DQ ops around float ops, as ONNX wants.
+
+    Works on a copy; the prepared graph (and its training state) is unchanged."""
+    gm = copy.deepcopy(prepared)
+    set_mode(gm, False)
+    gm.apply(disable_observer)
+    converted = convert_pt2e(gm)
+    converted.meta["mnv2_deploy_kind"] = prepared.meta.get("mnv2_deploy_kind")
+    move_exported_model_to_eval(converted)
+    return converted
+
+
+def set_mode(gm: GraphModule, training: bool) -> GraphModule:
+    """The torchao way of ``gm.train(training)``; frozen batch-norm statistics stay frozen."""
+    if training:
+        move_exported_model_to_train(gm)
+        if gm.meta.get("mnv2_bn_frozen"):
+            _set_bn_training(gm, False)
+    else:
+        move_exported_model_to_eval(gm)
+    object.__setattr__(gm, "training", training)
+    return gm
+
+
+def freeze_bn_stats(gm: GraphModule) -> None:
+    """Stop updating batch-norm running statistics (the QAT recipe's late-training step)."""
+    gm.meta["mnv2_bn_frozen"] = True
+    if getattr(gm, "training", True):
+        _set_bn_training(gm, False)
+
+
+def disable_observers(gm: GraphModule) -> None:
+    """Freeze the quantization parameters (scales, zero points) where they are."""
+    gm.apply(disable_observer)
+    gm.meta["mnv2_observers_frozen"] = True
+
+
+def _set_bn_training(gm: GraphModule, training: bool) -> None:
+    changed = False
+    for n in gm.graph.nodes:
+        if n.op == "call_function" and n.target in _BN_OPS and len(n.args) > _BN_TRAINING_ARG:
+            if n.args[_BN_TRAINING_ARG] != training:
+                args = list(n.args)
+                args[_BN_TRAINING_ARG] = training
+                n.args = tuple(args)
+                changed = True
+    if changed:
+        gm.recompile()
+
+
+class QuantNet(nn.Module):
+    """A prepared (fake-quant) or converted graph behind the interface of the network it came from.
+
+    ``graph`` computes ``deploy_view(net)``; ``float_net`` lends its non-learned parts (SSDLite's
+    anchors and post-processing) and is not a registered submodule, so ``state_dict``,
+    ``parameters`` and the optimizer see the graph only. ``train()`` / ``eval()`` are safe.
+    """
+
+    def __init__(self, graph: GraphModule, float_net: nn.Module, kind: str) -> None:
+        super().__init__()
+        self.graph = graph
+        self.kind = kind
+        object.__setattr__(self, "float_net", float_net)
+        for attr in ("num_classes", "task"):
+            if hasattr(float_net, attr):
+                object.__setattr__(self, attr, getattr(float_net, attr))
+        self.training = bool(getattr(graph, "training", graph.meta.get("mnv2_training", False)))
+
+    def train(self, mode: bool = True):
+        set_mode(self.graph, mode)
+        # observers learn from training batches only (not from validation), and never once frozen
+        if mode and not self.graph.meta.get("mnv2_observers_frozen"):
+            self.graph.apply(enable_observer)
+        elif not mode:
+            self.graph.apply(disable_observer)
+        self.training = mode
+        return self
+
+    def forward(self, images: torch.Tensor, targets: list[dict] | None = None):
+        out = self.graph(images)
+        if self.kind == "deeplabv3":
+            return out["out"]
+        if self.kind == "ssdlite":
+            if self.training:  # SSDLite's training interface: losses
+                if targets is None:
+                    raise ValueError("SSDLite in training mode needs targets")
+                return self.float_net.compute_loss(out, targets, images.shape[-2:])
+            return self.float_net.postprocess(out, images.shape[-2:])
+        return out
+
+    def forward_with_aux(self, images: torch.Tensor) -> dict:
+        return self.graph(images)
+
+    def forward_raw(self, images: torch.Tensor):
+        return self.graph(images)
+
+    def detect(self, images: torch.Tensor):
+        return self.float_net.detect_from_raw(self.graph(images), images.shape[-2:])
+
+    def __getattr__(self, name: str):
+        # parameters, buffers and submodules first (nn.Module), then the float network's
+        # non-learned helpers: SSDLite's anchors, loss, decoding and post-processing
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            float_net = self.__dict__.get("float_net")
+            if float_net is None or name.startswith("_"):
+                raise
+            return getattr(float_net, name)

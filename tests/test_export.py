@@ -1,0 +1,180 @@
+"""ONNX export (dynamic batch, opset 20) of every task, ORT-vs-PyTorch parity, and bad input to the exporter."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import onnx
+import pytest
+import torch
+
+from mnv2_tasks.models import MobileNetV2
+from mnv2_tasks.quant.deploy import DeployModule, export_deploy
+from mnv2_tasks.quant.onnx_export import OnnxFileError, check_onnx_file
+from mnv2_tasks.quant.ort_runner import OrtModel, ort_session
+from mnv2_tasks.quant.parity import compare_outputs
+from mnv2_tasks.quant.pt2e import calibrate, convert, deploy_view, prepare
+
+from test_quant import data_bn, real_images
+
+
+@pytest.fixture(scope="module")
+def classifier_files(shapes_root, tmp_path_factory):
+    torch.manual_seed(0)
+    images = real_images(shapes_root, 6, 48)
+    net = data_bn(MobileNetV2(num_classes=4, width_mult=0.35, dropout=0.0), images)
+    prepared = prepare(net, images[:2], qat=False)
+    calibrate(prepared, [images])
+    q = convert(prepared)
+    out = tmp_path_factory.mktemp("onnx")
+    fp32 = export_deploy(deploy_view(net).eval(), "classifier", images[:2], out / "c.fp32.onnx", float_net=net)
+    int8 = export_deploy(q, "classifier", images[:2], out / "c.int8.onnx", float_net=net)
+    return net, q, images, fp32, int8
+
+
+def test_classifier_fp32_export_matches_pytorch_at_batch_1_and_3(classifier_files):
+    net, _, images, fp32, _ = classifier_files
+    model = OrtModel(fp32)
+    assert model.meta["mnv2_kind"] == "classifier" and model.meta["opset"] == "20"
+    assert onnx.load(str(fp32)).opset_import[0].version == 20
+    for n in (1, 3):
+        with torch.no_grad():
+            ref = net(images[:n])
+        got = model(images[:n])
+        assert got.shape == (n, 4)
+        torch.testing.assert_close(got, ref, atol=1e-4, rtol=1e-4)
+
+
+def test_classifier_int8_export_matches_converted_model_and_runs_integer_kernels(classifier_files, tmp_path):
+    net, q, images, _, int8 = classifier_files
+    model = OrtModel(int8)
+    for n in (1, 3):
+        rep = compare_outputs(DeployModule(q, "classifier", "logits", net), model, images[:n])["logits"]
+        assert rep["shape"] == [n, 4]
+        assert rep["argmax_agree"] >= 2 / 3
+        assert rep["max_abs"] <= 0.25 * max(rep["scale"], 1e-3)  # a few output quantization steps
+    # ORT turns the QDQ graph into integer kernels: every conv, the residual adds and the classifier
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    so.optimized_model_filepath = str(tmp_path / "opt.onnx")
+    ort.InferenceSession(str(int8), so, providers=["CPUExecutionProvider"])
+    ops = Counter(n.op_type for n in onnx.load(str(tmp_path / "opt.onnx")).graph.node)
+    assert ops["QLinearConv"] == 52 and ops["Conv"] == 0
+    assert ops["QLinearAdd"] == 10
+    assert int8.stat().st_size < 0.6 * classifier_files[3].stat().st_size
+
+
+@pytest.mark.slow
+def test_segmentation_export_logits_and_argmax(shapes_root, tmp_path):
+    from mnv2_tasks.models.deeplabv3 import build_deeplabv3
+
+    torch.manual_seed(0)
+    images = real_images(shapes_root, 4, 64, sub="voc/JPEGImages")
+    net = data_bn(build_deeplabv3(num_classes=5, width_mult=0.35, aux=True), images)
+    prepared = prepare(net, images[:2], qat=False)
+    calibrate(prepared, [images])
+    q = convert(prepared)
+    view = deploy_view(net).eval()
+    for core, precision in ((view, "fp32"), (q, "int8")):
+        for outputs in ("logits", "argmax"):
+            path = export_deploy(core, "deeplabv3", images[:2], tmp_path / f"s.{precision}.{outputs}.onnx", outputs=outputs, float_net=net)
+            model = OrtModel(path)
+            for n in (1, 3):
+                rep = compare_outputs(DeployModule(core, "deeplabv3", outputs, net), model, images[:n])
+                if outputs == "logits":
+                    e = rep["logits"]
+                    assert e["shape"] == [n, 5, 64, 64]
+                    assert e["max_abs"] <= (1e-4 if precision == "fp32" else 0.25 * e["scale"])
+                    # int8: an untrained DeepLab's class scores are near ties that integer rounding flips
+                    # (about 25% of pixels), so only the score difference is checked; trained-model
+                    # agreement is what onnx_int8_mIoU in a quant=qat run measures
+                    if precision == "fp32":
+                        assert e["argmax_agree"] == 1.0
+                else:
+                    assert rep["mask"]["shape"] == [n, 64, 64]
+                    if precision == "fp32":
+                        assert rep["mask"]["equal"] >= 0.999
+            assert model(images[:2]).shape == (2, 5, 64, 64)  # what net(images) returns (argmax: one-hot)
+
+
+@pytest.mark.slow
+def test_detection_nms_in_graph_returns_pytorch_postprocessing_boxes(shapes_root, tmp_path):
+    from mnv2_tasks.models.ssdlite import build_ssdlite
+
+    torch.manual_seed(0)
+    images = real_images(shapes_root, 4, 96, sub="coco/val")
+    net = build_ssdlite(num_classes=5, width_mult=0.35, size=96)
+    net.train()
+    with torch.no_grad():
+        for _ in range(4):
+            net.forward_raw(images)
+    net.eval().use_postprocess("eval", score_thresh=0.05)
+    view = deploy_view(net).eval()
+    path = export_deploy(view, "ssdlite", images[:2], tmp_path / "d.fp32.onnx", outputs="nms", float_net=net)
+    model = OrtModel(path)
+    for n in (1, 3):
+        with torch.no_grad():
+            ref = net(images[:n])  # the eager post-processing: a list of dicts
+        got = model(images[:n])
+        assert len(got) == n
+        for r, g in zip(ref, got):
+            assert len(g["boxes"]) == len(r["boxes"])
+            torch.testing.assert_close(g["boxes"], r["boxes"], atol=1e-3, rtol=1e-4)
+            torch.testing.assert_close(g["scores"], r["scores"], atol=1e-5, rtol=1e-4)
+            assert torch.equal(g["labels"], r["labels"])
+    # raw outputs for runtimes with their own NMS: decoded boxes and per-class scores
+    raw = export_deploy(view, "ssdlite", images[:2], tmp_path / "d.raw.onnx", outputs="raw", float_net=net)
+    out = OrtModel(raw).run(images[:3])
+    assert out["boxes"].shape[0] == 3 and out["boxes"].shape[2] == 4 and out["scores"].shape[2] == 4
+    got = OrtModel(raw)(images[:3])  # NMS run on the ORT outputs with the settings stored in the file
+    with torch.no_grad():
+        ref = net(images[:3])
+    for r, g in zip(ref, got):
+        torch.testing.assert_close(g["boxes"], r["boxes"], atol=1e-3, rtol=1e-4)
+
+
+def test_not_an_onnx_file_is_a_clear_error(tmp_path):
+    bad = tmp_path / "model.onnx"
+    bad.write_bytes(b"this is not a protobuf")
+    with pytest.raises(OnnxFileError, match="model.onnx.*not a valid ONNX model.*tools/export.py"):
+        OrtModel(bad)
+    with pytest.raises(OnnxFileError, match="not found"):
+        check_onnx_file(tmp_path / "missing.onnx")
+
+
+def test_ort_session_uses_requested_threads(classifier_files):
+    sess = ort_session(classifier_files[3], threads=1)
+    assert sess.get_session_options().intra_op_num_threads == 1
+
+
+@pytest.mark.slow
+def test_exporter_cli_refuses_wrong_task_width_and_onnx(make_cfg, tmp_path, capsys):
+    """tools/export.py: a float checkpoint exported and checked; another task/width, or an .onnx, refused."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    import export as export_tool
+
+    from mnv2_tasks.train import train
+
+    cfg = make_cfg("task=classification", "model.net.width_mult=0.35", "data.batch_size=8", "data.num_workers=0",
+                   "data.image_size=48", "trainer.max_epochs=1")
+    train(cfg)
+    ckpt = f"{cfg.paths.output_dir}/checkpoints/last.ckpt"
+    data = f"paths.data_dir={cfg.paths.data_dir}"
+    rep = export_tool.run(export_tool.parse_args([ckpt, "--precision", "int8", "--out-dir", str(tmp_path),
+                                                  "--check-images", "3", "--calibration-images", "8", data]))
+    checks = rep["files"]["int8"]["checks"]
+    assert set(checks) == {"batch 1", "batch 3"} and rep["int8_source"].startswith("ptq")
+    assert "ONNX Runtime vs converted int8 graph" in capsys.readouterr().out
+    from mnv2_tasks.models import CheckpointError
+
+    with pytest.raises(CheckpointError, match="task 'classification'.*task=classification"):
+        export_tool.run(export_tool.parse_args([ckpt, "--task", "segmentation", data]))
+    with pytest.raises(CheckpointError, match="width_mult"):
+        export_tool.run(export_tool.parse_args([ckpt, "model.net.width_mult=0.5", data]))
+    with pytest.raises(SystemExit, match="already an ONNX file"):
+        export_tool.run(export_tool.parse_args([str(tmp_path / "last.int8.onnx")]))

@@ -1,0 +1,153 @@
+"""PT2E quantization of the package's networks: annotation, QAT graph behind the network's interface, QAT runs."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mnv2_tasks.models import MobileNetV2
+from mnv2_tasks.quant.pt2e import QuantNet, calibrate, convert, freeze_bn_stats, prepare
+
+MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+
+
+def real_images(root: Path, n: int, size: int, sub: str = "imagefolder/val") -> torch.Tensor:
+    """``n`` embedded images, resized to ``size`` and normalized: (n, 3, size, size)."""
+    files = sorted((root / sub).rglob("*.jpg"))
+    files = files[:: max(1, len(files) // n)][:n]
+    ims = [np.asarray(Image.open(f).convert("RGB").resize((size, size))) for f in files]
+    x = torch.from_numpy(np.stack(ims)).permute(0, 3, 1, 2).float() / 255
+    return (x - MEAN) / STD
+
+
+def data_bn(net: torch.nn.Module, images: torch.Tensor, steps: int = 4) -> torch.nn.Module:
+    """Re-estimate BatchNorm statistics on real images, so that the net's output depends on its input."""
+    net.train()
+    with torch.no_grad():
+        for _ in range(steps):
+            net(images)
+    return net.eval()
+
+
+@pytest.fixture(scope="module")
+def tiny_classifier(shapes_root):
+    torch.manual_seed(0)
+    images = real_images(shapes_root, 8, 48)
+    return data_bn(MobileNetV2(num_classes=4, width_mult=0.35, dropout=0.0), images), images
+
+
+def test_quantizer_puts_every_conv_and_residual_add_in_int8(tiny_classifier):
+    net, images = tiny_classifier
+    prepared = prepare(net, images[:2], qat=False)
+    calibrate(prepared, [images])
+    q = convert(prepared)
+    ops = Counter(str(n.target) for n in q.graph.nodes if n.op == "call_function")
+    n_conv = ops["aten.conv2d.default"]
+    assert n_conv == 52
+    # weights per channel (one dequantize_per_channel each conv + the classifier), activations per tensor
+    assert ops["quantized_decomposed.dequantize_per_channel.default"] == n_conv + 1
+    # every residual add has quantized inputs and output, and is not fused into the conv before it
+    adds = [n for n in q.graph.nodes if n.op == "call_function" and str(n.target) == "aten.add.Tensor"]
+    assert len(adds) == 10
+    for add in adds:
+        assert all("dequantize" in str(a.target) for a in add.args[:2])
+        assert any("quantize_per_tensor" in str(u.target) for u in add.users)
+    # the converted graph follows its input and stays close to the float network
+    with torch.no_grad():
+        ref, got = net(images), q(images)
+    assert (ref.argmax(1) == got.argmax(1)).float().mean() >= 0.75
+    assert (ref - got).abs().max() < 0.25 * ref.abs().max()
+
+
+def test_quantnet_trains_switches_modes_and_saves_graph_state(tiny_classifier):
+    net, images = tiny_classifier
+    qn = QuantNet(prepare(net, images[:2], qat=True), net, "classifier")
+    assert qn.training and qn.num_classes == 4
+    # parameters are the graph's only (the float network is not a submodule)
+    assert all(k.startswith("graph.") for k in qn.state_dict())
+    opt = torch.optim.SGD(qn.parameters(), lr=0.01)
+    loss = torch.nn.functional.cross_entropy(qn(images), torch.arange(8) % 4)
+    loss.backward()
+    opt.step()
+    qn.eval()  # Lightning calls this recursively: must not raise, must switch BN to running stats
+    with torch.no_grad():
+        a, b = qn(images[:2]), qn(images[:2])
+    torch.testing.assert_close(a, b)
+    freeze_bn_stats(qn.graph)
+    qn.train()
+    bns = [n for n in qn.graph.graph.nodes if "batch_norm" in str(n.target)]
+    assert bns and all(n.args[5] is False for n in bns)  # frozen BN stays frozen in train mode
+    # the state round-trips into a freshly prepared graph (what resuming a QAT checkpoint does)
+    fresh = QuantNet(prepare(net, images[:2], qat=True), net, "classifier")
+    fresh.load_state_dict(qn.state_dict())
+    fresh.eval()
+    qn.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(images), qn(images))
+
+
+QAT_TINY = ["task=classification", "model.net.width_mult=0.35", "data.batch_size=8", "data.num_workers=0",
+            "data.image_size=48"]
+
+
+@pytest.mark.slow
+def test_qat_train_exports_evaluates_and_resumes(make_cfg, tmp_path):
+    from mnv2_tasks.models import CheckpointError
+    from mnv2_tasks.train import train
+
+    cfg = make_cfg(*QAT_TINY, "trainer.max_epochs=2")
+    train(cfg)
+    fp32 = f"{cfg.paths.output_dir}/checkpoints/last.ckpt"
+    q = ["quant=qat", f"quant.from_ckpt={fp32}", "quant.freeze_bn_epoch=1", "quant.freeze_observer_epoch=1"]
+    cfg_q = make_cfg(*QAT_TINY, "trainer.max_epochs=1", *q)
+    cfg_q.paths.output_dir = str(tmp_path / "qat")
+    metrics = train(cfg_q)
+    saved = json.loads((tmp_path / "qat" / "metrics.json").read_text())
+    for key in ("onnx_fp32_top1", "onnx_int8_top1", "torch_fp32_top1", "torch_int8_top1"):
+        assert 0.0 <= saved[key] <= 1.0
+    assert saved["onnx_int8_file"] == "model.int8.onnx" and (tmp_path / "qat" / "model.int8.onnx").is_file()
+    assert (tmp_path / "qat" / "model.fp32.onnx").is_file()
+    # the float ONNX file is the float network: same metric in ORT as in PyTorch
+    assert saved["onnx_fp32_top1"] == pytest.approx(saved["torch_fp32_top1"], abs=1e-6)
+    assert metrics["onnx_int8_top1"] == saved["onnx_int8_top1"]
+
+    last = tmp_path / "qat" / "checkpoints" / "last.ckpt"
+    ckpt = torch.load(last, weights_only=True)
+    assert ckpt["mnv2_tasks_quant"]["mode"] == "qat"
+    # resume the QAT run from its checkpoint
+    cfg_r = make_cfg(*QAT_TINY, "trainer.max_epochs=2", *q, "quant.export=false", f"ckpt_path={last}")
+    cfg_r.paths.output_dir = str(tmp_path / "resumed")
+    assert train(cfg_r)["epochs"] == 2
+    # a float checkpoint as ckpt_path of a QAT run: a clear error naming the fix
+    cfg_bad = make_cfg(*QAT_TINY, "trainer.max_epochs=2", *q, f"ckpt_path={fp32}")
+    cfg_bad.paths.output_dir = str(tmp_path / "bad")
+    with pytest.raises(ValueError, match="quant.from_ckpt"):
+        train(cfg_bad)
+    # a QAT checkpoint without quant=qat: a clear error naming the file and the fix
+    cfg_noq = make_cfg(*QAT_TINY, "trainer.max_epochs=2", f"ckpt_path={last}")
+    cfg_noq.paths.output_dir = str(tmp_path / "noq")
+    with pytest.raises(CheckpointError, match="quant=qat"):
+        train(cfg_noq)
+
+
+@pytest.mark.slow
+def test_ptq_run_from_float_checkpoint(make_cfg, tmp_path):
+    from mnv2_tasks.train import train
+
+    cfg = make_cfg(*QAT_TINY, "trainer.max_epochs=1")
+    train(cfg)
+    fp32 = f"{cfg.paths.output_dir}/checkpoints/last.ckpt"
+    cfg_p = make_cfg(*QAT_TINY, "trainer.max_epochs=0", "quant=ptq", f"quant.from_ckpt={fp32}",
+                     "quant.num_calibration_images=16")
+    cfg_p.paths.output_dir = str(tmp_path / "ptq")
+    metrics = train(cfg_p)
+    assert metrics["ptq_calibration_images"] == 16
+    assert metrics["onnx_fp32_top1"] == pytest.approx(metrics["torch_fp32_top1"], abs=1e-6)
+    assert 0.0 <= metrics["onnx_int8_top1"] <= 1.0
