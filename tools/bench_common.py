@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import time
 from typing import Callable
@@ -35,3 +36,14 @@ def median_latency_ms(fn: Callable[[], object], warmup: int = 3, repeats: int = 
         fn()
         times.append((time.perf_counter() - t0) * 1000)
     return statistics.median(times)
+
+
+def timing_parser(description: str | None, repeats: int = 20, warmup: int = 3) -> argparse.ArgumentParser:
+    """The options every benchmark shares: CPU threads, repeats, warm-up, interleaved rounds, batch sizes."""
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=repeats)
+    p.add_argument("--warmup", type=int, default=warmup)
+    p.add_argument("--rounds", type=int, default=3, help="alternating rounds per model (median of medians)")
+    p.add_argument("--batches", type=int, nargs="*", help="batch sizes (default per task)")
+    return p

@@ -23,12 +23,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench_common import median_latency_ms  # noqa: E402
+from bench_common import median_latency_ms, timing_parser  # noqa: E402
 
 DEFAULT_SIZE = {"classification": 224, "detection": 320, "segmentation": 512}
 
@@ -183,12 +182,6 @@ def run(args) -> str:
 
 
 if __name__ == "__main__":
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--repeats", type=int, default=20)
-    p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--batches", type=int, nargs="*")
-    a, rest = p.parse_known_args()
+    a, rest = timing_parser(__doc__).parse_known_args()
     a.extra = rest
     print(run(a))

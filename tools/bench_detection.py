@@ -23,7 +23,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tools"))
-from bench_common import count_madds, count_params, median_latency_ms  # noqa: E402
+from bench_common import count_madds, count_params, median_latency_ms, timing_parser  # noqa: E402
 
 
 def _models(num_classes: int = 81, size: int = 320):
@@ -112,13 +112,7 @@ def run(args) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--repeats", type=int, default=10)
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--batches", type=int, nargs="*")
-    args, rest = p.parse_known_args(argv)
+    args, rest = timing_parser(__doc__, repeats=10, warmup=2).parse_known_args(argv)
     args.extra = rest
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} threads, median of {args.repeats} runs x {args.rounds} rounds\n")

@@ -11,7 +11,6 @@ weights_backbone=None`` (nothing is downloaded) and return ``["out"]`` of their 
 
 from __future__ import annotations
 
-import argparse
 import platform
 import sys
 from pathlib import Path
@@ -20,7 +19,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import count_madds, count_params, median_latency_ms  # noqa: E402
+from bench_common import count_madds, count_params, median_latency_ms, timing_parser  # noqa: E402
 
 NUM_CLASSES = 21
 SIZE = 512
@@ -82,12 +81,7 @@ def run(args) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--repeats", type=int, default=10)
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--rounds", type=int, default=3)
-    args = p.parse_args(argv)
+    args = timing_parser(__doc__, repeats=10, warmup=2).parse_args(argv)
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}\n")
     print(run(args))

@@ -9,7 +9,6 @@ threads; ratios compare models measured in this same process, so machine noise c
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import platform
 import sys
@@ -18,7 +17,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import count_madds, count_params, median_latency_ms  # noqa: E402
+from bench_common import count_madds, count_params, median_latency_ms, timing_parser  # noqa: E402
 
 TASKS = ("classification", "detection", "segmentation", "deploy")
 
@@ -56,13 +55,8 @@ def bench_classification(args) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = timing_parser(__doc__)
     p.add_argument("--task", choices=TASKS, action="append", help="repeatable; default: all")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--repeats", type=int, default=20)
-    p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--rounds", type=int, default=3, help="alternating rounds per model (median of medians)")
-    p.add_argument("--batches", type=int, nargs="*", help="batch sizes (default per task)")
     p.add_argument("--out", help="also write the markdown here")
     args, rest = p.parse_known_args(argv)
     args.extra = rest

@@ -31,7 +31,7 @@ from mnv2_tasks.quant.deploy import OUTPUTS, DeployModule, export_deploy  # noqa
 from mnv2_tasks.quant.onnx_export import OPSET  # noqa: E402
 from mnv2_tasks.quant.ort_runner import OrtModel  # noqa: E402
 from mnv2_tasks.quant.parity import compare_outputs, format_report  # noqa: E402
-from mnv2_tasks.quant.pt2e import QuantNet, convert, deploy_view, prepare  # noqa: E402
+from mnv2_tasks.quant.pt2e import convert, deploy_view, prepare  # noqa: E402
 from mnv2_tasks.quant.ptq import calibration_batches, ptq_convert  # noqa: E402
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"

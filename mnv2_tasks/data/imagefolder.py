@@ -7,7 +7,6 @@ from typing import Sequence
 
 import albumentations as A
 import lightning as L
-import torch
 from torch.utils.data import Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 

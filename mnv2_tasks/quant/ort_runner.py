@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .onnx_export import INPUT_NAME, check_onnx_file, onnx_metadata
+from .onnx_export import check_onnx_file, onnx_metadata
 
 __all__ = ["OrtModel", "ort_session", "onnx_predict_fn"]
 
