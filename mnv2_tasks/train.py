@@ -10,7 +10,7 @@ from pathlib import Path
 import lightning as L
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from .checkpoint import check_compatible
 from .plots import plot_training_curves
@@ -50,12 +50,38 @@ def _jsonable(metrics: dict) -> dict:
     return out
 
 
+def _resolve_pretrain(cfg: DictConfig) -> None:
+    """``pretrain=embedded``: make (or reuse) the embedded pretrained backbone and set ``model.pretrained`` to it.
+
+    An explicit ``model.pretrained`` wins, and a run that resumes (``ckpt_path``) or fine-tunes
+    (``quant.from_ckpt``) a checkpoint needs none; a network without a MobileNetV2 ``width_mult`` (e.g.
+    torchvision's MobileNetV3 detector) is trained from scratch, as it cannot take the weights.
+    """
+    spec = cfg.get("pretrain")
+    if not spec or cfg.model.get("pretrained"):
+        return
+    if cfg.get("ckpt_path") or (cfg.get("quant") or {}).get("from_ckpt"):
+        return  # every weight comes from that checkpoint
+    width = cfg.model.get("net", {}).get("width_mult")
+    target = str(cfg.model.get("net", {}).get("_target_", ""))
+    if width is None or not target.startswith("mnv2_tasks.") or "torchvision" in target.rsplit(".", 1)[-1]:
+        log.info("pretrain: %s has no MobileNetV2 backbone to pretrain; training from scratch", target or "the model")
+        return
+    path = instantiate(spec, width_mult=float(width), data_dir=cfg.paths.data_dir,
+                       accelerator=cfg.trainer.get("accelerator", "auto"), torch_threads=cfg.get("torch_threads"),
+                       progress=bool(cfg.trainer.get("enable_progress_bar", True)))
+    with open_dict(cfg):
+        cfg.model.pretrained = str(path)
+    log.info("pretrain: backbone weights from %s", path)
+
+
 def train(cfg: DictConfig) -> dict:
     """Train and evaluate as ``cfg`` says; write ``metrics.json`` and ``curves.png`` to the run dir; return the metrics."""
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if cfg.get("torch_threads"):
         torch.set_num_threads(int(cfg.torch_threads))
+    _resolve_pretrain(cfg)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
 

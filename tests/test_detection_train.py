@@ -11,7 +11,7 @@ import torch
 from mnv2_tasks import load_model
 from mnv2_tasks.train import train
 
-TINY = ["task=detection", "model.net.width_mult=0.35", "data.image_size=64", "data.batch_size=8", "data.eval_batch_size=6",
+TINY = ["task=detection", "pretrain=none", "model.net.width_mult=0.35", "data.image_size=64", "data.batch_size=8", "data.eval_batch_size=6",
         "data.num_workers=0", "trainer.max_epochs=1", "trainer.check_val_every_n_epoch=1"]
 
 

@@ -151,3 +151,22 @@ def test_ptq_run_from_float_checkpoint(make_cfg, tmp_path):
     assert metrics["ptq_calibration_images"] == 16
     assert metrics["onnx_fp32_top1"] == pytest.approx(metrics["torch_fp32_top1"], abs=1e-6)
     assert 0.0 <= metrics["onnx_int8_top1"] <= 1.0
+
+
+@pytest.mark.slow
+def test_segmentation_qat_trains_on_crops_and_evaluates_whole_images(make_cfg, tmp_path):
+    """The QAT graph of a segmenter has dynamic height and width: 64-px training crops, 96-px val images."""
+    from mnv2_tasks.train import train
+
+    tiny = ["task=segmentation", "pretrain=none", "model.net.width_mult=0.35", "model.net.head_chs=32",
+            "data.batch_size=4", "data.eval_batch_size=6", "data.num_workers=0", "data.crop_size=64"]
+    cfg = make_cfg(*tiny, "trainer.max_epochs=1")
+    train(cfg)
+    fp32 = f"{cfg.paths.output_dir}/checkpoints/last.ckpt"
+    cfg_q = make_cfg(*tiny, "trainer.max_epochs=1", "quant=qat", f"quant.from_ckpt={fp32}", "quant.freeze_bn_epoch=0",
+                     "quant.freeze_observer_epoch=1")
+    cfg_q.paths.output_dir = str(tmp_path / "qat")
+    metrics = train(cfg_q)
+    assert (tmp_path / "qat" / "model.int8.onnx").is_file()
+    assert metrics["onnx_fp32_mIoU"] == pytest.approx(metrics["torch_fp32_mIoU"], abs=1e-6)
+    assert 0.0 <= metrics["onnx_int8_mIoU"] <= 1.0

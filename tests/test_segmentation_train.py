@@ -15,7 +15,7 @@ from mnv2_tasks.models.deeplabv3 import DeepLabV3, build_deeplabv3
 from mnv2_tasks.tasks.segmentation import SegmentationModule, segmentation_loss
 from mnv2_tasks.train import train
 
-TINY = ["task=segmentation", "model.net.width_mult=0.35", "model.net.head_chs=32", "data.batch_size=4",
+TINY = ["task=segmentation", "pretrain=none", "model.net.width_mult=0.35", "model.net.head_chs=32", "data.batch_size=4",
         "data.eval_batch_size=5", "data.num_workers=0", "data.crop_size=64", "trainer.max_epochs=2"]
 CLASSES = ["background", "circle", "square", "triangle", "star"]
 

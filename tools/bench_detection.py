@@ -5,9 +5,11 @@
     python tools/benchmark.py --task detection [--train]  # the same, through the generic entry point
 
 Size and speed use the COCO configuration (81 classes, 320x320, width 1.0, no pretrained weights),
-postprocessing included (each model's evaluation defaults). ``--train`` runs ``train(cfg)`` twice
-with ``task=detection``, the second time with ``model=ssdlite_tv_mnv3``: same data, augmentation,
-epochs, optimizer and schedule; extra Hydra overrides apply to both (``--override key=value``).
+postprocessing included (each model's evaluation defaults). ``--train`` runs ``train(cfg)`` with
+``task=detection`` three times: ours as configured (embedded pretrained backbone), ours with
+``pretrain=none``, and ``model=ssdlite_tv_mnv3`` (torchvision's, which cannot take MobileNetV2
+weights, from scratch): same data, augmentation, epochs, optimizer and schedule; extra Hydra
+overrides apply to all (``--override key=value``); ``--variants`` picks a subset.
 """
 
 from __future__ import annotations
@@ -76,8 +78,12 @@ def train_side_by_side(args) -> str:
 
     out_root = Path(args.out_dir)
     rows = []
-    for name, model_override in (("ours: SSDLite-MobileNetV2", []), ("torchvision ssdlite320_mobilenet_v3_large", ["model=ssdlite_tv_mnv3"])):
-        tag = "ours" if not model_override else "torchvision"
+    variants = (("ours", "ours: SSDLite-MobileNetV2 (embedded pretrained backbone, the default)", []),
+                ("ours_scratch", "ours: SSDLite-MobileNetV2 from scratch (pretrain=none)", ["pretrain=none"]),
+                ("torchvision", "torchvision ssdlite320_mobilenet_v3_large from scratch", ["model=ssdlite_tv_mnv3"]))
+    for tag, name, model_override in variants:
+        if tag not in args.variants:
+            continue
         cfg = _compose(["task=detection", *model_override, *args.override], out_root / tag)
         t0 = time.time()
         metrics = train(cfg)
@@ -99,6 +105,8 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--train", action="store_true", help="also train both models on the embedded data and compare mAP")
     p.add_argument("--override", action="append", default=[], help="Hydra override for both training runs (repeatable)")
     p.add_argument("--out-dir", default=str(ROOT / "outputs" / "bench_detection"))
+    p.add_argument("--variants", nargs="+", default=["ours", "ours_scratch", "torchvision"],
+                   choices=["ours", "ours_scratch", "torchvision"], help="which models --train trains")
     return p.parse_known_args(argv)[0]
 
 

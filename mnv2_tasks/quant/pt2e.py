@@ -81,25 +81,29 @@ def deploy_view(net: nn.Module) -> DeployView:
     )
 
 
-def capture(module: nn.Module, example: torch.Tensor, train: bool) -> GraphModule:
+def capture(module: nn.Module, example: torch.Tensor, train: bool, dynamic_hw: bool = False) -> GraphModule:
     """``torch.export.export`` with a dynamic batch dimension, in train or eval mode; returns the graph module.
 
     ``example`` should have a batch of at least 2 (a batch of 1 would be specialised).
+    ``dynamic_hw``: height and width dynamic too (segmentation trains on crops and validates on
+    whole images; a fully convolutional net runs at any size).
     """
     if example.shape[0] < 2:
         example = example.expand(2, *example.shape[1:]).contiguous()
     module.train(train)
-    batch = Dim("batch", min=1, max=MAX_BATCH)
+    dims = {0: Dim("batch", min=1, max=MAX_BATCH)}
+    if dynamic_hw:
+        dims.update({2: Dim.DYNAMIC, 3: Dim.DYNAMIC})
     with torch.no_grad() if not train else torch.enable_grad():
-        ep = torch.export.export(module, (example,), dynamic_shapes=({0: batch},), strict=False)
+        ep = torch.export.export(module, (example,), dynamic_shapes=(dims,), strict=False)
     return ep.module()
 
 
 def prepare(net: nn.Module, example: torch.Tensor, qat: bool) -> GraphModule:
     """Capture ``deploy_view(net)`` (a copy of ``net``: the original is left untouched) and insert
     fake-quant (``qat``) or observers (PTQ). QAT graphs are left in train mode, PTQ graphs in eval mode."""
-    view = deploy_view(copy.deepcopy(net))
-    gm = capture(view, example, train=qat)
+    view = deploy_view(copy.deepcopy(net).to(memory_format=torch.contiguous_format))
+    gm = capture(view, example.contiguous(), train=qat, dynamic_hw=view.kind == "deeplabv3")
     quantizer = OrtQuantizer(is_qat=qat)
     prepared = prepare_qat_pt2e(gm, quantizer) if qat else prepare_pt2e(gm, quantizer)
     prepared.meta["mnv2_deploy_kind"] = view.kind

@@ -81,7 +81,8 @@ class QATCallback(Callback):
                 raise ValueError(f"{self.resume_ckpt}: a {info.get('mode')} checkpoint, not a QAT one; it cannot be resumed with quant=qat")
         if self.from_ckpt:  # also when resuming: the float network is the fp32 reference and export
             load_float_weights(pl_module, self.from_ckpt)
-        net = pl_module.net
+        pl_module.channels_last = False  # the captured graph is in the default memory format
+        net = pl_module.net.to(memory_format=torch.contiguous_format)
         self._float_net = net.eval()
         example = example_batch(trainer)
         prepared = prepare(net, example, qat=True)

@@ -1,0 +1,54 @@
+"""pretrain=embedded: a classifier trained once on the embedded ImageFolder shapes, cached, loaded into the backbone."""
+
+from __future__ import annotations
+
+import torch
+
+from mnv2_tasks.models.mobilenetv2 import MobileNetV2Backbone
+from mnv2_tasks.models.pretrained import load_pretrained
+from mnv2_tasks.pretrain import ensure_embedded_backbone
+from mnv2_tasks.train import _resolve_pretrain
+
+QUICK = ["task=classification", "trainer.max_epochs=1", "data.num_workers=0", "data.batch_size=16"]
+QUICK_OVERRIDE = "pretrain.overrides=[" + ",".join(f"'{o}'" for o in QUICK) + "]"  # as on the command line
+
+
+def test_embedded_backbone_is_trained_once_and_cached(shapes_root, tmp_path):
+    data_dir = tmp_path / "data"
+    data_dir.symlink_to(shapes_root, target_is_directory=True)
+    ckpt = ensure_embedded_backbone(0.35, data_dir, overrides=QUICK, accelerator="cpu", progress=False)
+    assert ckpt.is_file() and ckpt.parent.parent == data_dir / "pretrained"
+    assert (ckpt.parent / "metrics.json").is_file()  # the pretraining run's record is kept
+    mtime = ckpt.stat().st_mtime_ns
+    again = ensure_embedded_backbone(0.35, data_dir, overrides=QUICK, accelerator="cpu", progress=False)
+    assert again == ckpt and again.stat().st_mtime_ns == mtime  # reused, not retrained
+    other = ensure_embedded_backbone(0.35, data_dir, overrides=[*QUICK, "model.optimizer.lr=0.001"], accelerator="cpu", progress=False)
+    assert other != ckpt  # other settings, other cache entry
+
+    # the checkpoint's classifier weights land in a backbone unchanged
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+    backbone = MobileNetV2Backbone(0.35, out_indices=(3, 4))
+    report = load_pretrained(backbone, ckpt)
+    assert report.loaded and not any(k.startswith("blocks") for k in report.missing)
+    key = next(k for k in backbone.state_dict() if k.endswith("conv_dw.weight"))
+    assert torch.equal(backbone.state_dict()[key], state[f"net.{key}"])
+
+
+def test_resolve_pretrain_sets_model_pretrained_only_when_it_should(make_cfg, shapes_root, tmp_path):
+    overrides = ["task=detection", "model.net.width_mult=0.35", QUICK_OVERRIDE]
+    cfg = make_cfg(*overrides)
+    assert cfg.pretrain._target_ == "mnv2_tasks.pretrain.ensure_embedded_backbone"  # the detection default
+    _resolve_pretrain(cfg)
+    assert cfg.model.pretrained and str(shapes_root) in cfg.model.pretrained
+
+    explicit = make_cfg(*overrides, f"model.pretrained={tmp_path / 'mine.pth'}")
+    _resolve_pretrain(explicit)
+    assert explicit.model.pretrained == str(tmp_path / "mine.pth")  # the user's file wins
+
+    scratch = make_cfg(*overrides[:2], "pretrain=none")
+    _resolve_pretrain(scratch)
+    assert not scratch.model.pretrained
+
+    tv = make_cfg("task=detection", "model=ssdlite_tv_mnv3", QUICK_OVERRIDE)
+    _resolve_pretrain(tv)  # MobileNetV3 cannot take MobileNetV2 weights: from scratch
+    assert not tv.model.get("pretrained")
