@@ -25,10 +25,19 @@ from typing import Sequence
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ensure_embedded_backbone", "compose_train_config", "CONF_DIR"]
+__all__ = ["ensure_embedded_backbone", "compose_train_config", "CONF_DIR", "MOBILENETV2_BUILDERS"]
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 BACKBONE_FILE = "backbone.ckpt"
+# the network builders (``model.net._target_``) whose backbone is this package's MobileNetV2,
+# i.e. the ones the embedded weights fit; any other network (torchvision's MobileNetV3 SSDLite)
+# trains from scratch under pretrain=embedded
+MOBILENETV2_BUILDERS = (
+    "mnv2_tasks.models.MobileNetV2",
+    "mnv2_tasks.models.mobilenetv2.MobileNetV2",
+    "mnv2_tasks.models.ssdlite.build_ssdlite",
+    "mnv2_tasks.models.deeplabv3.build_deeplabv3",
+)
 
 
 def compose_train_config(overrides: Sequence[str]):

@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from .checkpoint import check_compatible
 from .plots import plot_training_curves
+from .pretrain import MOBILENETV2_BUILDERS
 
 log = logging.getLogger(__name__)
 
@@ -54,17 +55,18 @@ def _resolve_pretrain(cfg: DictConfig) -> None:
     """``pretrain=embedded``: make (or reuse) the embedded pretrained backbone and set ``model.pretrained`` to it.
 
     An explicit ``model.pretrained`` wins, and a run that resumes (``ckpt_path``) or fine-tunes
-    (``quant.from_ckpt``) a checkpoint needs none; a network without a MobileNetV2 ``width_mult`` (e.g.
-    torchvision's MobileNetV3 detector) is trained from scratch, as it cannot take the weights.
+    (``quant.from_ckpt``) a checkpoint needs none; a network not built by one of
+    ``MOBILENETV2_BUILDERS`` (e.g. torchvision's MobileNetV3 detector) trains from scratch, as it
+    cannot take the weights.
     """
     spec = cfg.get("pretrain")
     if not spec or cfg.model.get("pretrained"):
         return
     if cfg.get("ckpt_path") or (cfg.get("quant") or {}).get("from_ckpt"):
         return  # every weight comes from that checkpoint
-    width = cfg.model.get("net", {}).get("width_mult")
-    target = str(cfg.model.get("net", {}).get("_target_", ""))
-    if width is None or not target.startswith("mnv2_tasks.") or "torchvision" in target.rsplit(".", 1)[-1]:
+    net = cfg.model.get("net", {})
+    width, target = net.get("width_mult"), str(net.get("_target_", ""))
+    if width is None or target not in MOBILENETV2_BUILDERS:
         log.info("pretrain: %s has no MobileNetV2 backbone to pretrain; training from scratch", target or "the model")
         return
     path = instantiate(spec, width_mult=float(width), data_dir=cfg.paths.data_dir,

@@ -60,13 +60,11 @@ def size_and_speed(args) -> str:
 
 
 def _compose(overrides: list[str], out_dir: Path):
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
     from omegaconf import open_dict
 
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=overrides)
+    from mnv2_tasks.pretrain import compose_train_config
+
+    cfg = compose_train_config(overrides)
     with open_dict(cfg):
         cfg.paths.output_dir = str(out_dir)
         cfg.trainer.enable_progress_bar = False

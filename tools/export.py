@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mnv2_tasks.checkpoint import build_net, check_compatible, read_checkpoint  # noqa: E402
 from mnv2_tasks.models.pretrained import CheckpointError  # noqa: E402
 from mnv2_tasks.quant.checkpoints import quant_info_of  # noqa: E402
+from mnv2_tasks.pretrain import compose_train_config  # noqa: E402
 from mnv2_tasks.quant.deploy import OUTPUTS, DeployModule, export_deploy  # noqa: E402
 from mnv2_tasks.quant.onnx_export import OPSET  # noqa: E402
 from mnv2_tasks.quant.ort_runner import OrtModel  # noqa: E402
@@ -34,16 +35,9 @@ from mnv2_tasks.quant.parity import compare_outputs, format_report  # noqa: E402
 from mnv2_tasks.quant.pt2e import convert, deploy_view, prepare  # noqa: E402
 from mnv2_tasks.quant.ptq import calibration_batches, ptq_convert  # noqa: E402
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
-
 
 def _compose(task: str, overrides: list[str]):
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(config_name="train", overrides=[f"task={task}", *overrides])
+    return compose_train_config([f"task={task}", *overrides])
 
 
 def _datamodule(task: str, overrides: list[str], image_size):

@@ -21,14 +21,13 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Sequence
 
-import lightning as L
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from .det_transforms import detection_pipeline, ssd_train_transforms
 from .images import DataError, read_rgb
-from .loaders import make_loader
+from .loaders import TaskDataModule
 from .shapes import ensure_shapes
 
 log = logging.getLogger(__name__)
@@ -246,7 +245,7 @@ def detection_collate(samples: list[dict]) -> dict:
     }
 
 
-class CocoDataModule(L.LightningDataModule):
+class CocoDataModule(TaskDataModule):
     """Train and val COCO sets. Paths are relative to ``root`` unless absolute.
 
     ``train_transforms``: built albumentations transforms (Hydra ``_target_`` list in the data
@@ -255,6 +254,8 @@ class CocoDataModule(L.LightningDataModule):
     ``shapes_root`` generates the embedded shapes data set there first. ``num_classes`` (categories +
     background), when given, is checked against the files, so that configs can pass it to the model.
     """
+
+    collate_fn = staticmethod(detection_collate)
 
     def __init__(
         self,
@@ -274,26 +275,16 @@ class CocoDataModule(L.LightningDataModule):
         num_classes: int | None = None,
         shapes_root: str | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(batch_size, eval_batch_size, num_workers, shapes_root)
         self.root = Path(root)
         self.expected_num_classes = num_classes
         self.train_ann_file, self.train_img_dir = self.root / train_ann_file, self.root / train_img_dir
         self.val_ann_file, self.val_img_dir = self.root / val_ann_file, self.root / val_img_dir
         self.image_size = image_size
-        self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size or batch_size
-        self.num_workers = num_workers
         augment = list(train_transforms) if train_transforms is not None else ssd_train_transforms()
         self.train_tf = detection_pipeline(augment, image_size, min_size=min_box_size)
         self.eval_tf = detection_pipeline([], image_size, min_size=min_box_size)
         self.on_bad, self.box_tolerance = on_bad, box_tolerance
-        self.shapes_root = shapes_root
-        self.train_set: CocoDetection | None = None
-        self.val_set: CocoDetection | None = None
-
-    def prepare_data(self) -> None:
-        if self.shapes_root is not None:
-            ensure_shapes(self.shapes_root)
 
     def _dataset(self, ann_file: Path, img_dir: Path, transform, cat_ids=None) -> CocoDetection:
         return CocoDetection(ann_file, img_dir, transform, cat_ids=cat_ids, on_bad=self.on_bad, box_tolerance=self.box_tolerance)
@@ -330,12 +321,3 @@ class CocoDataModule(L.LightningDataModule):
     def label_to_cat_id(self) -> list[int]:
         self.setup("validate")
         return self.val_set.label_to_cat_id
-
-    def train_dataloader(self):
-        return make_loader(self.train_set, self.batch_size, train=True, num_workers=self.num_workers, collate_fn=detection_collate)
-
-    def val_dataloader(self):
-        return make_loader(self.val_set, self.eval_batch_size, train=False, num_workers=self.num_workers, collate_fn=detection_collate)
-
-    def test_dataloader(self):
-        return self.val_dataloader()

@@ -6,13 +6,11 @@ from pathlib import Path
 from typing import Sequence
 
 import albumentations as A
-import lightning as L
 from torch.utils.data import Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
 from .images import DataError, read_rgb
-from .loaders import make_loader
-from .shapes import ensure_shapes
+from .loaders import TaskDataModule
 from .transforms import classification_eval, classification_train, compose
 
 
@@ -49,7 +47,7 @@ class ImageFolderDataset(Dataset):
         return {"image": image, "target": target}
 
 
-class ImageFolderDataModule(L.LightningDataModule):
+class ImageFolderDataModule(TaskDataModule):
     """``root/train`` and ``root/val`` ImageFolder trees; ``shapes_root`` generates the embedded set first.
 
     ``train_transforms`` / ``eval_transforms`` are lists of built albumentations transforms (from
@@ -69,22 +67,12 @@ class ImageFolderDataModule(L.LightningDataModule):
         val_split: str = "val",
         shapes_root: str | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(batch_size, eval_batch_size, num_workers, shapes_root)
         self.root = Path(root)
         self.image_size = image_size
-        self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size or batch_size
-        self.num_workers = num_workers
         self.train_tf = compose(train_transforms if train_transforms is not None else classification_train(image_size))
         self.eval_tf = compose(eval_transforms if eval_transforms is not None else classification_eval(image_size))
         self.train_split, self.val_split = train_split, val_split
-        self.shapes_root = shapes_root
-        self.train_set: ImageFolderDataset | None = None
-        self.val_set: ImageFolderDataset | None = None
-
-    def prepare_data(self) -> None:
-        if self.shapes_root is not None:
-            ensure_shapes(self.shapes_root)
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is None and stage in (None, "fit"):
@@ -102,12 +90,3 @@ class ImageFolderDataModule(L.LightningDataModule):
     def num_classes(self) -> int:
         self.setup("validate")
         return len(self.val_set.classes)
-
-    def train_dataloader(self):
-        return make_loader(self.train_set, self.batch_size, train=True, num_workers=self.num_workers)
-
-    def val_dataloader(self):
-        return make_loader(self.val_set, self.eval_batch_size, train=False, num_workers=self.num_workers)
-
-    def test_dataloader(self):
-        return self.val_dataloader()

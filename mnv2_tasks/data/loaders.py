@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from typing import Callable
 
+import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
+
+from .shapes import ensure_shapes
 
 
 def eval_sampler(dataset: Dataset):
@@ -42,3 +45,34 @@ def make_loader(
         persistent_workers=num_workers > 0,
         pin_memory=torch.cuda.is_available(),
     )
+
+
+class TaskDataModule(L.LightningDataModule):
+    """What every data module of the package shares: loader sizes, the embedded data set's
+    generation (``shapes_root``), and the train / val / test loaders over ``train_set`` /
+    ``val_set`` (built by the subclass's ``setup``), batched with ``collate_fn``."""
+
+    collate_fn: Callable | None = None  # a staticmethod in subclasses that batch other than torch's default
+
+    def __init__(self, batch_size: int, eval_batch_size: int | None = None, num_workers: int = 4,
+                 shapes_root: str | None = None) -> None:
+        super().__init__()
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = num_workers
+        self.shapes_root = shapes_root
+        self.train_set: Dataset | None = None
+        self.val_set: Dataset | None = None
+
+    def prepare_data(self) -> None:
+        if self.shapes_root is not None:
+            ensure_shapes(self.shapes_root)
+
+    def train_dataloader(self) -> DataLoader:
+        return make_loader(self.train_set, self.batch_size, train=True, num_workers=self.num_workers, collate_fn=self.collate_fn)
+
+    def val_dataloader(self) -> DataLoader:
+        return make_loader(self.val_set, self.eval_batch_size, train=False, num_workers=self.num_workers, collate_fn=self.collate_fn)
+
+    def test_dataloader(self) -> DataLoader:
+        return self.val_dataloader()

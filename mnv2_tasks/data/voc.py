@@ -18,15 +18,13 @@ from pathlib import Path
 from typing import Sequence
 
 import albumentations as A
-import lightning as L
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from .images import DataError, read_rgb
-from .loaders import make_loader
+from .loaders import TaskDataModule
 from .seg_transforms import IGNORE_INDEX, seg_collate, seg_compose, segmentation_eval, segmentation_train
-from .shapes import ensure_shapes
 
 __all__ = ["VOC_CLASSES", "read_mask", "check_mask", "VOCSegmentation", "SegmentationDataModule", "VOCDataModule"]
 
@@ -130,13 +128,15 @@ def _apply(transform: A.Compose | None, image: np.ndarray, mask: np.ndarray, met
     return {"image": image, "target": mask.long(), "meta": meta}
 
 
-class SegmentationDataModule(L.LightningDataModule):
+class SegmentationDataModule(TaskDataModule):
     """Train/val loaders of a segmentation data set; subclasses build the data sets (``make_dataset``).
 
     ``train_transforms`` / ``eval_transforms`` are lists of built albumentations transforms
     (from ``conf/data/*.yaml``); when ``None``, ``segmentation_train(crop_size, scale)`` and
     full-resolution evaluation are used. ``shapes_root`` generates the embedded set first.
     """
+
+    collate_fn = staticmethod(seg_collate)
 
     def __init__(
         self,
@@ -153,44 +153,24 @@ class SegmentationDataModule(L.LightningDataModule):
         val_split: str = "val",
         shapes_root: str | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(batch_size, eval_batch_size, num_workers, shapes_root)
         if class_names is not None and len(class_names) != num_classes:
             raise ValueError(f"class_names has {len(class_names)} names but num_classes is {num_classes}")
         self.num_classes = num_classes
         self.class_names = list(class_names) if class_names is not None else [f"class_{i}" for i in range(num_classes)]
-        self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size or batch_size
-        self.num_workers = num_workers
         train_tf = train_transforms if train_transforms is not None else segmentation_train(crop_size, tuple(scale))
         self.train_tf = seg_compose(train_tf)
         self.eval_tf = seg_compose(eval_transforms if eval_transforms is not None else segmentation_eval())
         self.train_split, self.val_split = train_split, val_split
-        self.shapes_root = shapes_root
-        self.train_set: Dataset | None = None
-        self.val_set: Dataset | None = None
 
     def make_dataset(self, split: str, transform: A.Compose) -> Dataset:
         raise NotImplementedError
-
-    def prepare_data(self) -> None:
-        if self.shapes_root is not None:
-            ensure_shapes(self.shapes_root)
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is None and stage in (None, "fit"):
             self.train_set = self.make_dataset(self.train_split, self.train_tf)
         if self.val_set is None:
             self.val_set = self.make_dataset(self.val_split, self.eval_tf)
-
-    def train_dataloader(self):
-        return make_loader(self.train_set, self.batch_size, train=True, num_workers=self.num_workers, collate_fn=seg_collate)
-
-    def val_dataloader(self):
-        return make_loader(self.val_set, self.eval_batch_size, train=False, num_workers=self.num_workers,
-                           collate_fn=seg_collate)
-
-    def test_dataloader(self):
-        return self.val_dataloader()
 
 
 class VOCDataModule(SegmentationDataModule):

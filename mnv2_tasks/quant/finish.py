@@ -12,7 +12,9 @@ import math
 import time
 from pathlib import Path
 
+import lightning as L
 import torch
+from lightning.pytorch.callbacks import Callback
 from torch import nn
 from torch.fx import GraphModule
 
@@ -22,7 +24,7 @@ from .pt2e import QuantNet, convert, deploy_view
 
 log = logging.getLogger(__name__)
 
-__all__ = ["example_batch", "evaluate_and_export", "FP32_FILE", "INT8_FILE"]
+__all__ = ["example_batch", "evaluate_and_export", "QuantCallback", "FP32_FILE", "INT8_FILE"]
 
 FP32_FILE = "model.fp32.onnx"
 INT8_FILE = "model.int8.onnx"
@@ -88,3 +90,40 @@ def evaluate_and_export(
         pl_module.train(was_training)
     log.info("%s metrics: %s", mode, metrics)
     return metrics
+
+
+class QuantCallback(Callback):
+    """What ``QATCallback`` and ``PTQCallback`` share: the float checkpoint to start from, and the
+    end of the run (``finish``: export and evaluate on rank 0 unless ``export=False``), whose
+    figures ``final_metrics`` returns for ``train(cfg)``'s ``metrics.json``.
+
+    Args:
+        from_ckpt: float checkpoint of this task to load at setup.
+        export: write ``model.fp32.onnx`` and ``model.int8.onnx`` at the end of fitting.
+        evaluate: evaluate both in ONNX Runtime on the validation set (``onnx_{fp32,int8}_<metric>``).
+        output_dir: where the ONNX files go (default: the trainer's root dir, the run dir).
+        ort_threads: intra-op threads of the evaluating ORT sessions.
+    """
+
+    mode = "qat"
+
+    def __init__(self, from_ckpt: str | None = None, export: bool = True, evaluate: bool = True,
+                 output_dir: str | None = None, ort_threads: int = 2) -> None:
+        super().__init__()
+        self.from_ckpt = from_ckpt
+        self.export = export
+        self.evaluate = evaluate
+        self.output_dir = output_dir
+        self.ort_threads = ort_threads
+        self._metrics: dict = {}
+
+    def finish(self, trainer: L.Trainer, pl_module, float_net: nn.Module, prepared: GraphModule, example: torch.Tensor) -> None:
+        """Convert ``prepared``, export both files and evaluate them (rank 0, when ``export``)."""
+        self._metrics = evaluate_and_export(
+            pl_module, float_net, prepared, example, Path(self.output_dir or trainer.default_root_dir),
+            datamodule=trainer.datamodule, evaluate=self.evaluate, ort_threads=self.ort_threads, mode=self.mode,
+        )
+
+    def final_metrics(self) -> dict:
+        """``onnx_fp32_<metric>``, ``onnx_int8_<metric>``, ``torch_fp32_<metric>``, ``torch_int8_<metric>`` and the file names."""
+        return dict(self._metrics)

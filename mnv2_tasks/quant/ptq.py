@@ -8,17 +8,15 @@ float checkpoint); ``PTQCallback`` runs it at the end of a training run (or of a
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Iterable
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback
 from torch import nn
 from torch.fx import GraphModule
 
 from .checkpoints import load_float_weights
-from .finish import evaluate_and_export, example_batch
+from .finish import QuantCallback, example_batch
 from .pt2e import calibrate, convert, prepare
 
 log = logging.getLogger(__name__)
@@ -54,30 +52,17 @@ def ptq_convert(net: nn.Module, example: torch.Tensor, batches: Iterable[torch.T
     return convert(ptq_prepare(net, example, batches))
 
 
-class PTQCallback(Callback):
-    """Args:
+class PTQCallback(QuantCallback):
+    """Args (besides ``QuantCallback``'s):
         from_ckpt: float checkpoint of this task to load at setup (with ``trainer.max_epochs=0``: quantize it as is).
         num_calibration_images: training images the observers see.
-        export / evaluate / output_dir / ort_threads: as ``QATCallback``.
     """
 
-    def __init__(
-        self,
-        from_ckpt: str | None = None,
-        num_calibration_images: int = 64,
-        export: bool = True,
-        evaluate: bool = True,
-        output_dir: str | None = None,
-        ort_threads: int = 2,
-    ) -> None:
-        super().__init__()
-        self.from_ckpt = from_ckpt
+    mode = "ptq"
+
+    def __init__(self, from_ckpt: str | None = None, num_calibration_images: int = 64, **kwargs) -> None:
+        super().__init__(from_ckpt, **kwargs)
         self.num_calibration_images = num_calibration_images
-        self.export = export
-        self.evaluate = evaluate
-        self.output_dir = output_dir
-        self.ort_threads = ort_threads
-        self._metrics: dict = {}
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage == "fit" and self.from_ckpt and not getattr(self, "_loaded", False):
@@ -85,21 +70,12 @@ class PTQCallback(Callback):
             self._loaded = True
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not trainer.is_global_zero:
+        if not trainer.is_global_zero or not self.export:
             return
-        dm = trainer.datamodule
         net = pl_module.net
         device = next(net.parameters()).device
         example = example_batch(trainer)
-        batches = calibration_batches(dm.train_dataloader(), self.num_calibration_images)
-        prepared = ptq_prepare(net, example, batches)
-        out_dir = Path(self.output_dir or trainer.default_root_dir)
-        self._metrics = evaluate_and_export(
-            pl_module, net, prepared, example, out_dir, datamodule=dm,
-            evaluate=self.evaluate, ort_threads=self.ort_threads, mode="ptq",
-        )
+        batches = calibration_batches(trainer.datamodule.train_dataloader(), self.num_calibration_images)
+        self.finish(trainer, pl_module, net, ptq_prepare(net, example, batches), example)
         self._metrics["ptq_calibration_images"] = sum(b.shape[0] for b in batches)
         net.to(device)
-
-    def final_metrics(self) -> dict:
-        return dict(self._metrics)

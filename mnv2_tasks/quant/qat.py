@@ -13,14 +13,12 @@ through the task's own metric code (``final_metrics()``, merged into ``metrics.j
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback
 
 from .checkpoints import QUANT_KEY, load_float_weights, quant_info
-from .finish import evaluate_and_export, example_batch
+from .finish import QuantCallback, example_batch
 from .pt2e import QuantNet, deploy_view, disable_observers, freeze_bn_stats, prepare, set_mode
 
 log = logging.getLogger(__name__)
@@ -28,41 +26,24 @@ log = logging.getLogger(__name__)
 __all__ = ["QATCallback"]
 
 
-class QATCallback(Callback):
-    """Args:
+class QATCallback(QuantCallback):
+    """Args (besides ``QuantCallback``'s):
         from_ckpt: float checkpoint of this task to start from (``None``: the network as built,
             e.g. with ``model.pretrained``; only sensible for smoke tests).
         resume_ckpt: the run's ``ckpt_path`` (a QAT checkpoint to resume); set by ``conf/quant/qat.yaml``.
         freeze_bn_epoch: from this epoch on, batch-norm running statistics stop updating (``None``: never).
         freeze_observer_epoch: from this epoch on, scales and zero points stay fixed (``None``: never).
-        export: write ``model.fp32.onnx`` and ``model.int8.onnx`` at the end of fitting.
-        evaluate: evaluate both in ONNX Runtime on the validation set (``onnx_{fp32,int8}_<metric>``).
-        output_dir: where the ONNX files go (default: the trainer's root dir, the run dir).
-        ort_threads: intra-op threads of the evaluating ORT sessions.
     """
 
-    def __init__(
-        self,
-        from_ckpt: str | None = None,
-        resume_ckpt: str | None = None,
-        freeze_bn_epoch: int | None = 3,
-        freeze_observer_epoch: int | None = 4,
-        export: bool = True,
-        evaluate: bool = True,
-        output_dir: str | None = None,
-        ort_threads: int = 2,
-    ) -> None:
-        super().__init__()
-        self.from_ckpt = from_ckpt
+    mode = "qat"
+
+    def __init__(self, from_ckpt: str | None = None, resume_ckpt: str | None = None, freeze_bn_epoch: int | None = 3,
+                 freeze_observer_epoch: int | None = 4, **kwargs) -> None:
+        super().__init__(from_ckpt, **kwargs)
         self.resume_ckpt = resume_ckpt
         self.freeze_bn_epoch = freeze_bn_epoch
         self.freeze_observer_epoch = freeze_observer_epoch
-        self.export = export
-        self.evaluate = evaluate
-        self.output_dir = output_dir
-        self.ort_threads = ort_threads
         self._float_net: torch.nn.Module | None = None
-        self._metrics: dict = {}
 
     # ---- setup: swap the network for its QAT graph ------------------------------------------
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
@@ -114,14 +95,5 @@ class QATCallback(Callback):
 
     # ---- end of fitting: convert, export, evaluate in ONNX Runtime -----------------------------
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not trainer.is_global_zero or not self.export:
-            return
-        out_dir = Path(self.output_dir or trainer.default_root_dir)
-        self._metrics = evaluate_and_export(
-            pl_module, self._float_net, pl_module.net.graph, example_batch(trainer), out_dir,
-            datamodule=trainer.datamodule, evaluate=self.evaluate, ort_threads=self.ort_threads,
-        )
-
-    def final_metrics(self) -> dict:
-        """``onnx_fp32_<metric>``, ``onnx_int8_<metric>``, ``torch_fp32_<metric>``, ``torch_int8_<metric>`` and the file names."""
-        return dict(self._metrics)
+        if trainer.is_global_zero and self.export:
+            self.finish(trainer, pl_module, self._float_net, pl_module.net.graph, example_batch(trainer))
