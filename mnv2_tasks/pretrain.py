@@ -7,8 +7,10 @@ trained on the embedded ImageFolder shapes (``task=classification`` with a few o
 and cached next to the data set like the data set itself. ``train(cfg)`` then loads it as
 ``model.pretrained``. The same width, overrides, seed and data set always give the same cache entry.
 
-Config: ``pretrain=embedded`` (the detection and segmentation defaults), ``pretrain=none`` to
-train from scratch; an explicit ``model.pretrained=/path/weights.pth`` always wins.
+Config: ``pretrain=embedded`` (the detection and segmentation defaults; ``conf/pretrain/embedded.yaml``
+takes the width and the data directory from the run by interpolation), ``pretrain=none`` to train
+from scratch; an explicit ``model.pretrained=/path/weights.pth`` always wins, and a network that
+declares it takes no MobileNetV2 weights (``TaskNet.takes_mobilenetv2_weights``) is not pretrained.
 """
 
 from __future__ import annotations
@@ -25,33 +27,9 @@ from typing import Sequence
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ensure_embedded_backbone", "compose_train_config", "CONF_DIR", "MOBILENETV2_BUILDERS"]
+__all__ = ["ensure_embedded_backbone"]
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 BACKBONE_FILE = "backbone.ckpt"
-# the network builders (``model.net._target_``) whose backbone is this package's MobileNetV2,
-# i.e. the ones the embedded weights fit; any other network (torchvision's MobileNetV3 SSDLite)
-# trains from scratch under pretrain=embedded
-MOBILENETV2_BUILDERS = (
-    "mnv2_tasks.models.MobileNetV2",
-    "mnv2_tasks.models.mobilenetv2.MobileNetV2",
-    "mnv2_tasks.models.ssdlite.build_ssdlite",
-    "mnv2_tasks.models.deeplabv3.build_deeplabv3",
-)
-
-
-def compose_train_config(overrides: Sequence[str]):
-    """``conf/train.yaml`` composed with ``overrides``, as ``python train.py <overrides>`` would (no Hydra run dir)."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    if GlobalHydra.instance().is_initialized():  # inside @hydra.main: the app's own config search path
-        return compose(config_name="train", overrides=list(overrides))
-    if not (CONF_DIR / "train.yaml").is_file():
-        raise FileNotFoundError(f"{CONF_DIR / 'train.yaml'} not found: the embedded pretraining composes the package's "
-                                "conf/ directory; run from a checkout, or set pretrain=none / model.pretrained=<file>")
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(config_name="train", overrides=list(overrides))
 
 
 @contextlib.contextmanager
@@ -83,10 +61,14 @@ def ensure_embedded_backbone(
     """
     from omegaconf import OmegaConf, open_dict
 
+    from .config import compose_train_config
     from .data.shapes import VERSION
 
     data_dir = Path(data_dir)
-    cfg = compose_train_config([*overrides, f"model.net.width_mult={float(width_mult)}", f"seed={seed}", "pretrain=none"])
+    cfg = compose_train_config([*overrides, "pretrain=none"])
+    with open_dict(cfg):
+        cfg.model.net.width_mult = float(width_mult)
+        cfg.seed = seed
     # the cache key: the composed run itself (so that editing conf/ makes a new entry), minus where and how it runs
     recipe = OmegaConf.to_container(cfg, resolve=False)
     for k in ("paths", "torch_threads", "hydra"):

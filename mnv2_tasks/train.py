@@ -10,11 +10,10 @@ from pathlib import Path
 import lightning as L
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
 from .checkpoint import check_compatible
 from .plots import plot_training_curves
-from .pretrain import MOBILENETV2_BUILDERS
 
 log = logging.getLogger(__name__)
 
@@ -51,30 +50,24 @@ def _jsonable(metrics: dict) -> dict:
     return out
 
 
-def _resolve_pretrain(cfg: DictConfig) -> None:
-    """``pretrain=embedded``: make (or reuse) the embedded pretrained backbone and set ``model.pretrained`` to it.
+def _pretrained_backbone(cfg: DictConfig) -> str | None:
+    """``pretrain=embedded``: the embedded pretrained backbone's path (made once, then cached), or ``None``.
 
-    An explicit ``model.pretrained`` wins, and a run that resumes (``ckpt_path``) or fine-tunes
-    (``quant.from_ckpt``) a checkpoint needs none; a network not built by one of
-    ``MOBILENETV2_BUILDERS`` (e.g. torchvision's MobileNetV3 detector) trains from scratch, as it
-    cannot take the weights.
+    None when there is no pretraining stage, when ``model.pretrained`` names a file (it wins), when
+    the run resumes (``ckpt_path``) or fine-tunes (``quant.from_ckpt``) a checkpoint (every weight
+    comes from it), and when the network declares it takes no MobileNetV2 weights (it is built
+    here to ask; the run builds its own after seeding).
     """
-    spec = cfg.get("pretrain")
-    if not spec or cfg.model.get("pretrained"):
-        return
+    if not cfg.get("pretrain") or cfg.model.get("pretrained"):
+        return None
     if cfg.get("ckpt_path") or (cfg.get("quant") or {}).get("from_ckpt"):
-        return  # every weight comes from that checkpoint
-    net = cfg.model.get("net", {})
-    width, target = net.get("width_mult"), str(net.get("_target_", ""))
-    if width is None or target not in MOBILENETV2_BUILDERS:
-        log.info("pretrain: %s has no MobileNetV2 backbone to pretrain; training from scratch", target or "the model")
-        return
-    path = instantiate(spec, width_mult=float(width), data_dir=cfg.paths.data_dir,
-                       accelerator=cfg.trainer.get("accelerator", "auto"), torch_threads=cfg.get("torch_threads"),
-                       progress=bool(cfg.trainer.get("enable_progress_bar", True)))
-    with open_dict(cfg):
-        cfg.model.pretrained = str(path)
+        return None
+    if not instantiate(cfg.model.net).takes_mobilenetv2_weights:
+        log.info("pretrain: %s takes no MobileNetV2 weights; training from scratch", cfg.model.net.get("_target_"))
+        return None
+    path = str(instantiate(cfg.pretrain))
     log.info("pretrain: backbone weights from %s", path)
+    return path
 
 
 def train(cfg: DictConfig) -> dict:
@@ -83,14 +76,15 @@ def train(cfg: DictConfig) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     if cfg.get("torch_threads"):
         torch.set_num_threads(int(cfg.torch_threads))
-    _resolve_pretrain(cfg)
+    pretrained = _pretrained_backbone(cfg)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
 
     datamodule = instantiate(cfg.data)
     module = instantiate(cfg.model)
+    if pretrained:
+        module.load_pretrained_backbone(pretrained)
     module.net_spec = OmegaConf.to_container(cfg.model.net, resolve=True)
-    module.input_spec = {"image_size": cfg.data.get("image_size") or cfg.data.get("size")}
     if cfg.get("ckpt_path"):
         check_compatible(cfg.ckpt_path, module.task_name, module.net_spec, quant=(cfg.get("quant") or {}).get("mode"))
 

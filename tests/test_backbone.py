@@ -7,7 +7,7 @@ import torch
 import torchvision
 
 from mnv2_tasks.models import TAPS, MobileNetV2, MobileNetV2Backbone
-from tools.bench_common import count_madds, count_params
+from mnv2_tasks.benchmarks.common import count_madds, count_params
 
 WIDTHS = [0.35, 0.5, 0.75, 1.0, 1.4]
 

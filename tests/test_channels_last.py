@@ -24,9 +24,10 @@ def test_channels_last_module_gives_the_same_outputs():
     batch = module.prepare_batch({"image": images, "target": []})
     assert batch["image"].is_contiguous(memory_format=torch.channels_last) and torch.equal(batch["image"], images)
     with torch.no_grad():
-        ours = module.net.forward_raw(batch["image"])
-        theirs = ref.forward_raw(images)
-    for a, b in zip(ours, theirs):
+        ours = module.net.deploy_forward(batch["image"])
+        theirs = ref.deploy_forward(images)
+    assert set(ours) == set(theirs) == {"bbox_regression", "cls_logits"}
+    for a, b in zip(ours.values(), theirs.values()):
         torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-3)  # other conv kernels, same maths
         assert a.std() > 1e-3  # not a constant
     off = DetectionModule(copy.deepcopy(ref), partial(torch.optim.SGD, lr=0.1))

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tools.eval import evaluate
+from mnv2_tasks.evaluate import evaluate
 
 ROOT = Path(__file__).resolve().parents[1]
 

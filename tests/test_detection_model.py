@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import math
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -12,9 +10,8 @@ import torch
 from mnv2_tasks.models.anchors import AnchorGenerator, anchor_coverage
 from mnv2_tasks.models.box_coder import BoxCoder
 from mnv2_tasks.models.detection_loss import BACKGROUND, IGNORE, DetectionLoss, hard_negatives, match_anchors
-from mnv2_tasks.models.ssdlite import SSDLiteExport, build_ssdlite, build_torchvision_ssdlite
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+from mnv2_tasks.models import build_ssdlite, build_torchvision_ssdlite
+from mnv2_tasks.quant.deploy import DeployModule
 
 
 def tiny(num_classes: int = 5, size: int = 96, **kw):
@@ -24,7 +21,7 @@ def tiny(num_classes: int = 5, size: int = 96, **kw):
 
 def test_paper_size_and_taps():
     """Table 6: 4.3M parameters and 0.8B MAdds with 81 classes at 320x320; heads on 576ch@16 and 1280ch@32."""
-    from bench_common import count_madds, count_params
+    from mnv2_tasks.benchmarks.common import count_madds, count_params
 
     m = build_ssdlite(81, width_mult=1.0, size=320)
     assert m.backbone.feature_info.channels() == [576, 1280]
@@ -45,7 +42,8 @@ def test_grid_sizes_match_features_without_forward():
     for size in [(96, 96), (100, 130)]:
         feats = m.features(torch.randn(1, 3, *size))
         assert [tuple(f.shape[-2:]) for f in feats] == m.grid_sizes(size)
-        reg, cls = m.forward_raw(torch.randn(2, 3, *size))
+        raw = m.deploy_forward(torch.randn(2, 3, *size))
+        reg, cls = raw["bbox_regression"], raw["cls_logits"]
         assert reg.shape[1] == cls.shape[1] == m.anchors(size).shape[0]
 
 
@@ -96,9 +94,10 @@ def test_loss_is_fp32_under_autocast():
     m = tiny().train()
     t = [{"boxes": torch.tensor([[10.0, 12.0, 50.0, 60.0]]), "labels": torch.tensor([2])}]
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        raw = m.forward_raw(torch.randn(2, 3, 96, 96))
-        assert raw[1].dtype == torch.bfloat16
-        losses = m.compute_loss(raw, t * 2, (96, 96))
+        images = torch.randn(2, 3, 96, 96)
+        raw = m.deploy_forward(images)
+        assert raw["cls_logits"].dtype == torch.bfloat16
+        losses = m.train_outputs(raw, images, t * 2)
     assert all(v.dtype == torch.float32 for v in losses.values())
 
 
@@ -221,7 +220,7 @@ def test_postprocess_nms_per_class_and_image():
         cls[img, j, 1] = 9.0   # class 1, overlaps i: suppressed
         cls[img, j, 2] = 9.5   # class 2 at the same place: kept (per-class NMS)
         cls[img, far, 2] = 10.0
-    dets = m.postprocess((reg, cls), (96, 96))
+    dets = m.postprocess({"bbox_regression": reg, "cls_logits": cls}, (96, 96))
     for det in dets:  # the same detections in both images: images never suppress each other
         top = det["scores"] > 0.3
         assert top.sum() == 3
@@ -232,10 +231,10 @@ def test_postprocess_nms_per_class_and_image():
         assert kept == {key(1, anchors[i]), key(2, anchors[j]), key(2, anchors[far])}
     # deployment preset drops the low scores; overrides apply on top
     m.use_postprocess("deploy")
-    assert all(len(d["boxes"]) == 3 for d in m.postprocess((reg, cls), (96, 96)))
+    assert all(len(d["boxes"]) == 3 for d in m.postprocess({"bbox_regression": reg, "cls_logits": cls}, (96, 96)))
     m.use_postprocess("deploy", detections_per_img=1)
-    assert [len(d["boxes"]) for d in m.postprocess((reg, cls), (96, 96))] == [1, 1]
-    padded = m.postprocess_export((reg, cls), (96, 96))
+    assert [len(d["boxes"]) for d in m.postprocess({"bbox_regression": reg, "cls_logits": cls}, (96, 96))] == [1, 1]
+    padded = m.export_outputs({"bbox_regression": reg, "cls_logits": cls}, (96, 96), "nms")
     assert padded[0].shape == (2, 1, 4) and padded[3].tolist() == [1, 1]
     with pytest.raises(ValueError, match="unknown"):
         m.use_postprocess("fast")
@@ -248,12 +247,12 @@ def test_postprocess_presets_from_builder():
     assert m.postprocess_presets["eval"].detections_per_img == 100
 
 
-@pytest.mark.parametrize("outputs", ["raw", "padded"])
+@pytest.mark.parametrize("outputs", ["decoded", "nms"])
 def test_torch_export_dynamic_batch(outputs):
     from torch.export import Dim
 
     m = tiny(size=64).eval()
-    mod = SSDLiteExport(m, outputs).eval()
+    mod = DeployModule(None, m, outputs).eval()
     ep = torch.export.export(mod, (torch.randn(2, 3, 64, 64),), dynamic_shapes={"images": {0: Dim("batch", min=1, max=32)}})
     x = torch.randn(3, 3, 64, 64)
     for ref, got in zip(mod(x), ep.module()(x)):

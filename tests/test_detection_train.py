@@ -23,7 +23,7 @@ def test_config_composes_paper_model_and_shapes_data(make_cfg):
     assert cfg.model.net.size == cfg.data.image_size
     assert cfg.monitor.metric == "val/mAP"
     tv = make_cfg("task=detection", "model=ssdlite_tv_mnv3")
-    assert tv.model.net._target_ == "mnv2_tasks.models.ssdlite.build_torchvision_ssdlite"
+    assert tv.model.net._target_ == "mnv2_tasks.models.torchvision_ssdlite.build_torchvision_ssdlite"
     assert tv.model.net.num_classes == 5
 
 

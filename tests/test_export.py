@@ -13,7 +13,7 @@ from mnv2_tasks.quant.deploy import DeployModule, export_deploy
 from mnv2_tasks.quant.onnx_export import OnnxFileError, check_onnx_file
 from mnv2_tasks.quant.ort_runner import OrtModel, ort_session
 from mnv2_tasks.quant.parity import compare_outputs
-from mnv2_tasks.quant.pt2e import calibrate, convert, deploy_view, prepare
+from mnv2_tasks.quant.pt2e import calibrate, convert, prepare
 
 from test_quant import data_bn, real_images
 
@@ -27,15 +27,15 @@ def classifier_files(shapes_root, tmp_path_factory):
     calibrate(prepared, [images])
     q = convert(prepared)
     out = tmp_path_factory.mktemp("onnx")
-    fp32 = export_deploy(deploy_view(net).eval(), "classifier", images[:2], out / "c.fp32.onnx", float_net=net)
-    int8 = export_deploy(q, "classifier", images[:2], out / "c.int8.onnx", float_net=net)
+    fp32 = export_deploy(None, net, images[:2], out / "c.fp32.onnx")
+    int8 = export_deploy(q, net, images[:2], out / "c.int8.onnx")
     return net, q, images, fp32, int8
 
 
 def test_classifier_fp32_export_matches_pytorch_at_batch_1_and_3(classifier_files):
     net, _, images, fp32, _ = classifier_files
     model = OrtModel(fp32)
-    assert model.meta["mnv2_kind"] == "classifier" and model.meta["opset"] == "20"
+    assert model.meta["task"] == "classification" and model.meta["mnv2_outputs"] == "logits" and model.meta["opset"] == "20"
     assert onnx.load(str(fp32)).opset_import[0].version == 20
     for n in (1, 3):
         with torch.no_grad():
@@ -49,7 +49,7 @@ def test_classifier_int8_export_matches_converted_model_and_runs_integer_kernels
     net, q, images, _, int8 = classifier_files
     model = OrtModel(int8)
     for n in (1, 3):
-        rep = compare_outputs(DeployModule(q, "classifier", "logits", net), model, images[:n])["logits"]
+        rep = compare_outputs(DeployModule(q, net, "logits"), model, images[:n])["logits"]
         assert rep["shape"] == [n, 4]
         assert rep["argmax_agree"] >= 2 / 3
         assert rep["max_abs"] <= 0.25 * max(rep["scale"], 1e-3)  # a few output quantization steps
@@ -76,13 +76,13 @@ def test_segmentation_export_logits_and_argmax(shapes_root, tmp_path):
     prepared = prepare(net, images[:2], qat=False)
     calibrate(prepared, [images])
     q = convert(prepared)
-    view = deploy_view(net).eval()
-    for core, precision in ((view, "fp32"), (q, "int8")):
+    net.eval()
+    for core, precision in ((None, "fp32"), (q, "int8")):
         for outputs in ("logits", "argmax"):
-            path = export_deploy(core, "deeplabv3", images[:2], tmp_path / f"s.{precision}.{outputs}.onnx", outputs=outputs, float_net=net)
+            path = export_deploy(core, net, images[:2], tmp_path / f"s.{precision}.{outputs}.onnx", fmt=outputs)
             model = OrtModel(path)
             for n in (1, 3):
-                rep = compare_outputs(DeployModule(core, "deeplabv3", outputs, net), model, images[:n])
+                rep = compare_outputs(DeployModule(core, net, outputs), model, images[:n])
                 if outputs == "logits":
                     e = rep["logits"]
                     assert e["shape"] == [n, 5, 64, 64]
@@ -109,10 +109,9 @@ def test_detection_nms_in_graph_returns_pytorch_postprocessing_boxes(shapes_root
     net.train()
     with torch.no_grad():
         for _ in range(4):
-            net.forward_raw(images)
+            net.deploy_forward(images)
     net.eval().use_postprocess("eval", score_thresh=0.05)
-    view = deploy_view(net).eval()
-    path = export_deploy(view, "ssdlite", images[:2], tmp_path / "d.fp32.onnx", outputs="nms", float_net=net)
+    path = export_deploy(None, net, images[:2], tmp_path / "d.fp32.onnx", fmt="nms")
     model = OrtModel(path)
     for n in (1, 3):
         with torch.no_grad():
@@ -125,7 +124,7 @@ def test_detection_nms_in_graph_returns_pytorch_postprocessing_boxes(shapes_root
             torch.testing.assert_close(g["scores"], r["scores"], atol=1e-5, rtol=1e-4)
             assert torch.equal(g["labels"], r["labels"])
     # raw outputs for runtimes with their own NMS: decoded boxes and per-class scores
-    raw = export_deploy(view, "ssdlite", images[:2], tmp_path / "d.raw.onnx", outputs="raw", float_net=net)
+    raw = export_deploy(None, net, images[:2], tmp_path / "d.decoded.onnx", fmt="decoded")
     out = OrtModel(raw).run(images[:3])
     assert out["boxes"].shape[0] == 3 and out["boxes"].shape[2] == 4 and out["scores"].shape[2] == 4
     got = OrtModel(raw)(images[:3])  # NMS run on the ORT outputs with the settings stored in the file
@@ -150,14 +149,9 @@ def test_ort_session_uses_requested_threads(classifier_files):
 
 
 @pytest.mark.slow
-def test_exporter_cli_refuses_wrong_task_width_and_onnx(make_cfg, tmp_path, capsys):
-    """tools/export.py: a float checkpoint exported and checked; another task/width, or an .onnx, refused."""
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-    import export as export_tool
-
+def test_exporter_refuses_wrong_task_width_and_onnx(make_cfg, tmp_path, capsys):
+    """tools/export.py's export_checkpoint: a float checkpoint exported and checked; another task/width, or an .onnx, refused."""
+    from mnv2_tasks.quant.export import export_checkpoint
     from mnv2_tasks.train import train
 
     cfg = make_cfg("task=classification", "model.net.width_mult=0.35", "data.batch_size=8", "data.num_workers=0",
@@ -165,16 +159,15 @@ def test_exporter_cli_refuses_wrong_task_width_and_onnx(make_cfg, tmp_path, caps
     train(cfg)
     ckpt = f"{cfg.paths.output_dir}/checkpoints/last.ckpt"
     data = f"paths.data_dir={cfg.paths.data_dir}"
-    rep = export_tool.run(export_tool.parse_args([ckpt, "--precision", "int8", "--out-dir", str(tmp_path),
-                                                  "--check-images", "3", "--calibration-images", "8", data]))
+    rep = export_checkpoint(ckpt, "int8", out_dir=tmp_path, check_images=3, calibration_images=8, overrides=[data])
     checks = rep["files"]["int8"]["checks"]
     assert set(checks) == {"batch 1", "batch 3"} and rep["int8_source"].startswith("ptq")
     assert "ONNX Runtime vs converted int8 graph" in capsys.readouterr().out
     from mnv2_tasks.models import CheckpointError
 
     with pytest.raises(CheckpointError, match="task 'classification'.*task=classification"):
-        export_tool.run(export_tool.parse_args([ckpt, "--task", "segmentation", data]))
+        export_checkpoint(ckpt, task="segmentation", overrides=[data])
     with pytest.raises(CheckpointError, match="width_mult"):
-        export_tool.run(export_tool.parse_args([ckpt, "model.net.width_mult=0.5", data]))
-    with pytest.raises(SystemExit, match="already an ONNX file"):
-        export_tool.run(export_tool.parse_args([str(tmp_path / "last.int8.onnx")]))
+        export_checkpoint(ckpt, overrides=["model.net.width_mult=0.5", data])
+    with pytest.raises(CheckpointError, match="already an ONNX file"):
+        export_checkpoint(tmp_path / "last.int8.onnx")

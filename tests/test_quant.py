@@ -61,14 +61,14 @@ def test_quantizer_puts_every_conv_and_residual_add_in_int8(tiny_classifier):
         assert any("quantize_per_tensor" in str(u.target) for u in add.users)
     # the converted graph follows its input and stays close to the float network
     with torch.no_grad():
-        ref, got = net(images), q(images)
+        ref, got = net(images), q(images)["logits"]
     assert (ref.argmax(1) == got.argmax(1)).float().mean() >= 0.75
     assert (ref - got).abs().max() < 0.25 * ref.abs().max()
 
 
 def test_quantnet_trains_switches_modes_and_saves_graph_state(tiny_classifier):
     net, images = tiny_classifier
-    qn = QuantNet(prepare(net, images[:2], qat=True), net, "classifier")
+    qn = QuantNet(prepare(net, images[:2], qat=True), net)
     assert qn.training and qn.num_classes == 4
     # parameters are the graph's only (the float network is not a submodule)
     assert all(k.startswith("graph.") for k in qn.state_dict())
@@ -85,7 +85,7 @@ def test_quantnet_trains_switches_modes_and_saves_graph_state(tiny_classifier):
     bns = [n for n in qn.graph.graph.nodes if "batch_norm" in str(n.target)]
     assert bns and all(n.args[5] is False for n in bns)  # frozen BN stays frozen in train mode
     # the state round-trips into a freshly prepared graph (what resuming a QAT checkpoint does)
-    fresh = QuantNet(prepare(net, images[:2], qat=True), net, "classifier")
+    fresh = QuantNet(prepare(net, images[:2], qat=True), net)
     fresh.load_state_dict(qn.state_dict())
     fresh.eval()
     qn.eval()

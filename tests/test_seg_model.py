@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
+from mnv2_tasks.benchmarks.common import count_madds, count_params
 from mnv2_tasks.models.deeplabv3 import aspp_rates, build_deeplabv3
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-from bench_common import count_madds, count_params  # noqa: E402
 
 
 def test_sizes_match_the_paper_table7():
@@ -29,7 +24,7 @@ def test_aspp_rates_follow_output_stride():
     assert aspp_rates(16) == (6, 12, 18)
     assert aspp_rates(8) == (12, 24, 36)
     m = build_deeplabv3(3, width_mult=0.35, output_stride=8, aspp=True)
-    dilations = [b[0].dilation[0] for b in m.head.branches]
+    dilations = [b.conv.dilation[0] for b in m.head.branches]
     assert dilations == [1, 12, 24, 36]
     assert len(build_deeplabv3(3, width_mult=0.35).head.branches) == 1  # lite: the 1x1 branch only
 
@@ -79,3 +74,21 @@ def test_bad_arguments():
         build_deeplabv3(3, width_mult=0.35, output_stride=4)
     with pytest.raises(ValueError, match="num_classes"):
         build_deeplabv3(0)
+
+
+def test_checkpoints_with_the_old_conv_block_names_still_load():
+    """The head's conv blocks were nn.Sequential (parts named 0 and 1) before they were ConvBNAct (conv, bn)."""
+    import re
+
+    torch.manual_seed(0)
+    m = build_deeplabv3(5, width_mult=0.35, decoder=True, aux=True)
+    old = {}
+    for k, v in m.state_dict().items():
+        if not k.startswith(("backbone.", "head.pool.")):  # the pooling branch's conv had no norm: named conv then too
+            k = re.sub(r"\.conv\.(?=[a-z_]+$)", ".0.", re.sub(r"\.bn\.(?=[a-z_]+$)", ".1.", k))
+        old[k] = v
+    assert "head.project.0.weight" in old and "head.pool.0.weight" not in old  # the pooling conv kept its name
+    fresh = build_deeplabv3(5, width_mult=0.35, decoder=True, aux=True)
+    fresh.load_state_dict(old)
+    for k, v in m.state_dict().items():
+        assert torch.equal(fresh.state_dict()[k], v), k

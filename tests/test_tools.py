@@ -8,7 +8,7 @@ import torchvision
 
 from mnv2_tasks.models import CheckpointError
 from mnv2_tasks.train import train
-from tools.eval import evaluate
+from mnv2_tasks.evaluate import evaluate
 
 TINY = ["task=classification", "model.net.width_mult=0.35", "data.batch_size=8", "data.num_workers=0",
         "data.image_size=48", "trainer.max_epochs=1"]

@@ -318,6 +318,11 @@ class CocoDataModule(TaskDataModule):
         return [str(ds.categories[c].get("name", c)) for c in ds.cat_ids]
 
     @property
+    def category_ids(self) -> list[int]:
+        """The data set's category id of labels 1..K."""
+        return [int(c) for c in self.label_to_cat_id[1:]]
+
+    @property
     def label_to_cat_id(self) -> list[int]:
         self.setup("validate")
         return self.val_set.label_to_cat_id

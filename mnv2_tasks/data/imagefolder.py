@@ -66,9 +66,11 @@ class ImageFolderDataModule(TaskDataModule):
         train_split: str = "train",
         val_split: str = "val",
         shapes_root: str | None = None,
+        num_classes: int | None = None,
     ) -> None:
         super().__init__(batch_size, eval_batch_size, num_workers, shapes_root)
         self.root = Path(root)
+        self.expected_num_classes = num_classes  # data.num_classes, checked against the class folders
         self.image_size = image_size
         self.train_tf = compose(train_transforms if train_transforms is not None else classification_train(image_size))
         self.eval_tf = compose(eval_transforms if eval_transforms is not None else classification_eval(image_size))
@@ -89,4 +91,8 @@ class ImageFolderDataModule(TaskDataModule):
     @property
     def num_classes(self) -> int:
         self.setup("validate")
-        return len(self.val_set.classes)
+        n = len(self.val_set.classes)
+        if self.expected_num_classes is not None and self.expected_num_classes != n:
+            raise ValueError(f"{self.root / self.val_split}: {n} class folders but data.num_classes={self.expected_num_classes}; "
+                             f"set data.num_classes={n}")
+        return n

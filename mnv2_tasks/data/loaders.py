@@ -53,6 +53,8 @@ class TaskDataModule(L.LightningDataModule):
     ``val_set`` (built by the subclass's ``setup``), batched with ``collate_fn``."""
 
     collate_fn: Callable | None = None  # a staticmethod in subclasses that batch other than torch's default
+    image_size: int | None = None  # the evaluation input size; None: whole images at their own resolution
+    category_ids: list[int] | None = None  # the data set's own id of each class (COCO category ids of labels 1..K)
 
     def __init__(self, batch_size: int, eval_batch_size: int | None = None, num_workers: int = 4,
                  shapes_root: str | None = None) -> None:
@@ -63,6 +65,15 @@ class TaskDataModule(L.LightningDataModule):
         self.shapes_root = shapes_root
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
+
+    def input_spec(self) -> dict:
+        """What inference needs to feed a model as evaluation on this data does (recorded in checkpoints)."""
+        from .transforms import IMAGENET_MEAN, IMAGENET_STD
+
+        names = self.class_names
+        return {"image_size": self.image_size, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
+                "class_names": list(names) if names is not None else None,
+                "category_ids": list(self.category_ids) if self.category_ids is not None else None}
 
     def prepare_data(self) -> None:
         if self.shapes_root is not None:

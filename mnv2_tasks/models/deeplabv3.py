@@ -16,13 +16,16 @@ feature map's size, read from the tensor: both export to ONNX with dynamic batch
 
 from __future__ import annotations
 
+import re
 from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .mobilenetv2 import MobileNetV2Backbone
+from .contract import TaskNet
+from .export_formats import FORMATS
+from .mobilenetv2 import ConvBNAct, MobileNetV2Backbone
 
 __all__ = ["DeepLabV3", "ASPPHead", "DeepLabV3PlusDecoder", "FCNAuxHead", "build_deeplabv3", "aspp_rates"]
 
@@ -38,13 +41,21 @@ def aspp_rates(output_stride: int) -> tuple[int, int, int]:
 
 
 def _conv_bn_relu(in_chs: int, out_chs: int, kernel_size: int = 1, dilation: int = 1, groups: int = 1,
-                  norm_layer: Callable[..., nn.Module] = nn.BatchNorm2d) -> nn.Sequential:
-    padding = (kernel_size - 1) // 2 * dilation
-    return nn.Sequential(
-        nn.Conv2d(in_chs, out_chs, kernel_size, padding=padding, dilation=dilation, groups=groups, bias=False),
-        norm_layer(out_chs),
-        nn.ReLU(inplace=True),
-    )
+                  norm_layer: Callable[..., nn.Module] = nn.BatchNorm2d) -> ConvBNAct:
+    return ConvBNAct(in_chs, out_chs, kernel_size, dilation=dilation, groups=groups, norm_layer=norm_layer, act_layer=nn.ReLU)
+
+
+# checkpoints written before the head's conv blocks were ConvBNAct named their parts 0 (conv) and 1 (norm)
+_OLD_CONV_BN_KEY = re.compile(r"^(?!backbone\.)(.*)\.([01])\.(weight|bias|running_mean|running_var|num_batches_tracked)$")
+
+
+def _rename_old_keys(module, state_dict, prefix, *args) -> None:
+    own = set(module.state_dict())
+    for key in [k for k in state_dict if k.startswith(prefix)]:
+        m = _OLD_CONV_BN_KEY.match(key[len(prefix):])
+        if m and key[len(prefix):] not in own:
+            new = f"{prefix}{m.group(1)}.{'conv' if m.group(2) == '0' else 'bn'}.{m.group(3)}"
+            state_dict[new] = state_dict.pop(key)
 
 
 class ImagePooling(nn.Module):
@@ -126,14 +137,19 @@ class FCNAuxHead(nn.Module):
         return self.classifier(self.dropout(self.block(x)))
 
 
-class DeepLabV3(nn.Module):
+class DeepLabV3(TaskNet):
     """(N, 3, H, W) normalized images -> (N, num_classes, H, W) logits at the input resolution.
 
     ``backbone`` returns a list of feature maps; ``high_idx`` picks the head's input and
     ``low_idx`` / ``aux_idx`` the decoder's and the auxiliary head's (when those are given).
-    ``forward`` always returns the logits tensor (what export and evaluation use);
-    ``forward_with_aux`` also returns the auxiliary logits, for the training loss.
+    ``forward`` always returns the logits tensor (what evaluation uses); ``forward_with_aux``
+    also returns the auxiliary logits. Model contract: ``deploy_forward`` gives ``{"out"}``, plus
+    ``"aux"`` in training mode (the training loss reads it; eval and export skip the aux head).
     """
+
+    task = "segmentation"
+    export_formats = {"logits": FORMATS["logits"], "argmax": FORMATS["argmax"]}
+    capture_dynamic_hw = True  # trains on crops, evaluates on whole images
 
     def __init__(self, backbone: nn.Module, head: nn.Module, classifier: nn.Module, high_idx: int,
                  decoder: nn.Module | None = None, low_idx: int | None = None,
@@ -148,6 +164,7 @@ class DeepLabV3(nn.Module):
         self.aux_head = aux_head
         self.high_idx, self.low_idx, self.aux_idx = high_idx, low_idx, aux_idx
         self.num_classes = classifier.out_channels
+        self.register_load_state_dict_pre_hook(_rename_old_keys)
 
     def _forward(self, x: torch.Tensor, with_aux: bool) -> dict[str, torch.Tensor]:
         size = x.shape[-2:]
@@ -168,6 +185,17 @@ class DeepLabV3(nn.Module):
     def forward_with_aux(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """``{"out": (N, K, H, W)}``, plus ``"aux": (N, K, H, W)`` when the model has an auxiliary head."""
         return self._forward(x, with_aux=True)
+
+    # ---- model contract -------------------------------------------------------------------
+    def deploy_forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self._forward(images, with_aux=self.training)
+
+    def postprocess(self, raw: dict[str, torch.Tensor], image_size) -> torch.Tensor:
+        return raw["out"]  # (N, K, H, W) logits
+
+    def export_outputs(self, raw: dict[str, torch.Tensor], image_size, fmt: str) -> tuple[torch.Tensor, ...]:
+        """``logits``: (N, K, H, W); ``argmax``: the (N, H, W) int64 mask."""
+        return (raw["out"].argmax(1),) if fmt == "argmax" else (raw["out"],)
 
 
 def _init_head(modules: Sequence[nn.Module]) -> None:

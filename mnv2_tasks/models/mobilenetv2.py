@@ -12,6 +12,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
+from .contract import TaskNet
 from .features import FeatureInfo
 
 __all__ = ["MobileNetV2", "MobileNetV2Backbone", "make_divisible", "INVERTED_RESIDUAL_SETTING", "TAPS"]
@@ -206,7 +207,7 @@ class _MobileNetV2Trunk(nn.Module):
                 nn.init.zeros_(m.bias)
 
 
-class MobileNetV2(_MobileNetV2Trunk):
+class MobileNetV2(_MobileNetV2Trunk, TaskNet):
     """The paper's classification network: (N, 3, H, W) normalized images -> (N, num_classes) logits.
 
     At width 1.0 it has torchvision's 3,504,872 parameters and 300M MAdds at 224x224.
@@ -240,6 +241,28 @@ class MobileNetV2(_MobileNetV2Trunk):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
+
+    # ---- model contract (contract.TaskNet) -----------------------------------------------------
+    task = "classification"
+    export_formats = {"logits": ("logits",)}
+
+    def backbone_parts(self) -> list[nn.Module]:
+        return [self.stem, self.blocks, self.head]
+
+    def pretrained_target(self) -> nn.Module:
+        return self  # a weights file's classifier loads too when the class count matches
+
+    def deploy_forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"logits": self(images)}
+
+    def train_outputs(self, raw: dict[str, torch.Tensor], images: torch.Tensor, targets=None) -> torch.Tensor:
+        return raw["logits"]
+
+    def postprocess(self, raw: dict[str, torch.Tensor], image_size) -> torch.Tensor:
+        return raw["logits"]  # (N, num_classes)
+
+    def export_outputs(self, raw: dict[str, torch.Tensor], image_size, fmt: str) -> tuple[torch.Tensor, ...]:
+        return (raw["logits"],)
 
 
 class MobileNetV2Backbone(_MobileNetV2Trunk):

@@ -7,52 +7,37 @@ prediction head is depthwise-separable; activations are ReLU6; BatchNorm eps 1e-
 At 81 classes and 320x320 it has the paper's 4.3M parameters and 0.8B MAdds.
 
 Three tiers, as torchvision's detection models: private blocks, ``SSDLite`` which takes built
-modules, and the keyword-only builder ``build_ssdlite``. ``SSDLite`` is split for export:
-``forward_raw(images) -> (bbox_regression, cls_logits)`` is the network alone, ``postprocess``
-the decoding + NMS, ``detect`` both as flat tensors (``torch.export``-able with a dynamic batch),
-and ``forward`` the torchvision-style interface (losses in training, a list of dicts in eval).
+modules, and the keyword-only builder ``build_ssdlite``. ``SSDLite`` follows the model contract
+(``contract.TaskNet``): ``deploy_forward(images) -> {"bbox_regression", "cls_logits"}`` is the
+network alone; the loss, the decoding and NMS (``detection_postprocess.py``) and the exported
+outputs read those raw outputs only.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import replace
 from functools import partial
 from typing import Callable, Sequence
 
 import torch
 from torch import nn
-from torchvision.ops import nms
 
-from .anchors import AnchorGenerator
+from .anchors import AnchorGenerator, anchor_coverage
 from .box_coder import BoxCoder
+from .contract import TaskNet, image_hw
 from .detection_loss import DetectionLoss
+from .detection_postprocess import (
+    DEPLOY_POSTPROCESS, EVAL_POSTPROCESS, PostprocessConfig, config_to_meta, pad_detections, select_detections,
+    split_detections,
+)
+from .export_formats import FORMATS
 from .mobilenetv2 import ConvBNAct, MobileNetV2Backbone
 
-__all__ = [
-    "SSDLite", "SSDLiteHead", "SSDLiteExport", "PostprocessConfig", "EVAL_POSTPROCESS", "DEPLOY_POSTPROCESS",
-    "build_ssdlite", "build_torchvision_ssdlite", "TorchvisionDetector",
-]
+__all__ = ["SSDLite", "SSDLiteHead", "build_ssdlite"]
 
 # the paper's taps: block 13's expansion (stride 16) and the 1x1 head (stride 32); see mobilenetv2.TAPS
 SSDLITE_TAPS = ("expansion", "head")
 PAPER_EXTRA_CHANNELS = (512, 256, 256, 128)
-
-
-@dataclass(frozen=True)
-class PostprocessConfig:
-    """Decoding and NMS settings. ``topk_candidates``: best (anchor, class) pairs per image kept
-    before NMS; ``detections_per_img``: kept after NMS."""
-
-    score_thresh: float
-    nms_thresh: float
-    topk_candidates: int
-    detections_per_img: int
-
-
-# evaluation: many low-confidence detections, as COCO mAP wants (it reads the best 100 per image)
-EVAL_POSTPROCESS = PostprocessConfig(score_thresh=0.001, nms_thresh=0.55, topk_candidates=1000, detections_per_img=100)
-# deployment: confident detections only
-DEPLOY_POSTPROCESS = PostprocessConfig(score_thresh=0.3, nms_thresh=0.45, topk_candidates=200, detections_per_img=50)
 
 
 def _extra_block(in_chs: int, out_chs: int, norm_layer: Callable[..., nn.Module]) -> nn.Sequential:
@@ -111,7 +96,7 @@ class SSDLiteHead(nn.Module):
         return reg, cls
 
 
-class SSDLite(nn.Module):
+class SSDLite(TaskNet):
     """Single-shot detector from built parts.
 
     Args:
@@ -125,6 +110,10 @@ class SSDLite(nn.Module):
         score_fn: ``"softmax"`` (cross-entropy with a background class) or ``"sigmoid"`` (focal loss).
         image_size: the nominal (H, W) input, for export and benchmarks; any size runs.
     """
+
+    task = "detection"
+    # nms: fixed-shape detections with NMS in the graph; decoded: boxes + per-class scores, for runtimes with their own NMS
+    export_formats = {"nms": FORMATS["nms"], "decoded": FORMATS["decoded"]}
 
     def __init__(
         self,
@@ -174,14 +163,15 @@ class SSDLite(nn.Module):
             feats.append(x)
         return feats
 
-    def forward_raw(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(N, 3, H, W) -> (bbox_regression (N, A, 4) offsets, cls_logits (N, A, num_classes)); A = anchors(H, W)."""
-        return self.head(self.features(images))
+    def deploy_forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """(N, 3, H, W) -> ``bbox_regression`` (N, A, 4) offsets, ``cls_logits`` (N, A, num_classes); A = anchors(H, W)."""
+        reg, cls = self.head(self.features(images))
+        return {"bbox_regression": reg, "cls_logits": cls}
 
-    def anchors(self, image_size: tuple[int, int], device: torch.device | str = "cpu") -> torch.Tensor:
+    def anchors(self, image_size, device: torch.device | str = "cpu") -> torch.Tensor:
         """(A, 4) xyxy anchors in pixels for an input of ``image_size = (H, W)``; no forward pass."""
-        grids = self.grid_sizes(image_size)
-        return self.anchor_generator.grid_anchors(grids, image_size).to(device)
+        hw = image_hw(image_size)
+        return self.anchor_generator.grid_anchors(self.grid_sizes(hw), hw).to(device)
 
     def grid_sizes(self, image_size: tuple[int, int]) -> list[tuple[int, int]]:
         """Feature-map sizes per level, from the backbone's declared reductions (3x3/s2 convs: ceil)."""
@@ -198,134 +188,49 @@ class SSDLite(nn.Module):
         return sizes
 
     # ---- training --------------------------------------------------------------------------
-    def compute_loss(self, raw: tuple[torch.Tensor, torch.Tensor], targets: list[dict], image_size) -> dict:
-        """Loss dict from ``forward_raw`` outputs; ``targets`` boxes in input pixels, labels in 1..C-1.
+    def forward(self, images: torch.Tensor, targets: list[dict] | None = None):
+        """Training (with ``targets``): dict of losses. Eval: list of ``{"boxes" (K, 4) xyxy pixels, "scores", "labels"}``."""
+        if self.training and targets is None:  # before the forward pass, not after it
+            raise ValueError("SSDLite in training mode needs targets: a list of {'boxes', 'labels'} per image")
+        return super().forward(images, targets)
 
-        ``image_size``: (H, W) of the input, or the input batch itself.
-        """
-        bbox_regression, cls_logits = raw
-        return self.loss(bbox_regression, cls_logits, self.anchors(_hw(image_size), bbox_regression.device), targets)
+    def train_outputs(self, raw: dict[str, torch.Tensor], images: torch.Tensor, targets: list[dict] | None = None) -> dict:
+        """Loss dict; ``targets`` boxes in input pixels, labels in 1..C-1 (torchvision's training interface)."""
+        if targets is None:
+            raise ValueError("SSDLite's loss needs targets: a list of {'boxes', 'labels'} per image")
+        reg, cls = raw["bbox_regression"], raw["cls_logits"]
+        return self.loss(reg, cls, self.anchors(images.shape[-2:], reg.device), targets)
 
-    # ---- inference: every step works on raw outputs, from this model or an exported copy --------
-    def decode_raw(self, raw: tuple[torch.Tensor, torch.Tensor], image_size) -> tuple[torch.Tensor, torch.Tensor]:
-        """``forward_raw`` outputs -> (boxes (N, A, 4) xyxy input pixels, clipped; scores (N, A, C-1), class ``j`` = label ``j+1``)."""
-        bbox_regression, cls_logits = (torch.as_tensor(t) for t in raw)
-        h, w = _hw(image_size)
-        anchors = self.anchors((h, w), bbox_regression.device)
-        boxes = self.box_coder.decode(bbox_regression.float(), anchors)  # (N, A, 4)
+    def target_coverage(self, boxes: torch.Tensor, image_size) -> dict:
+        """How many ``boxes`` (M, 4) have an anchor with IoU >= the loss's matching threshold (``anchors.anchor_coverage``)."""
+        return anchor_coverage(self.anchors(image_size), boxes, self.loss.iou_threshold)
+
+    # ---- inference: every step reads raw outputs, of this model or of its quantized graph -----
+    def decode(self, raw: dict[str, torch.Tensor], image_size) -> tuple[torch.Tensor, torch.Tensor]:
+        """Raw outputs -> (boxes (N, A, 4) xyxy input pixels, clipped; scores (N, A, C-1), class ``j`` = label ``j+1``)."""
+        h, w = image_hw(image_size)
+        reg = raw["bbox_regression"]
+        boxes = self.box_coder.decode(reg.float(), self.anchors((h, w), reg.device))  # (N, A, 4)
         boxes = torch.stack([boxes[..., 0].clamp(0, w), boxes[..., 1].clamp(0, h), boxes[..., 2].clamp(0, w), boxes[..., 3].clamp(0, h)], -1)
-        logits = cls_logits.float()
+        logits = raw["cls_logits"].float()
         scores = logits.softmax(-1)[..., 1:] if self.score_fn == "softmax" else logits[..., 1:].sigmoid()
         return boxes, scores
 
-    def select_detections(self, boxes: torch.Tensor, scores: torch.Tensor, image_size) -> tuple[torch.Tensor, ...]:
-        """Top-k, per-class NMS and score threshold over a batch of decoded ``boxes`` (N, A, 4) and ``scores`` (N, A, K).
+    def postprocess(self, raw: dict[str, torch.Tensor], image_size) -> list[dict]:
+        """Raw outputs -> one ``{"boxes" (K, 4) xyxy pixels, "scores", "labels"}`` per image."""
+        boxes, scores = self.decode(raw, image_size)
+        return split_detections(select_detections(boxes, scores, image_size, self.postprocess_cfg), boxes.shape[0])
 
-        Returns flat ``boxes (M, 4)``, ``scores (M,)``, ``labels (M,)`` in 1..K, ``batch_index (M,)`` and
-        ``rank (M,)`` (position within its image), ordered by image then score. Written for
-        ``torch.export``: one ``torchvision.ops.nms`` over the whole batch with per-(image, class)
-        coordinate offsets (``batched_nms``'s trick, without its data-dependent per-class loop).
-        """
-        cfg = self.postprocess_cfg
-        h, w = _hw(image_size)
-        n, a, k_cls = scores.shape
-        k = min(cfg.topk_candidates, a * k_cls)
-        top_scores, idx = scores.reshape(n, a * k_cls).topk(k, dim=1)  # (N, k), sorted
-        anchor_idx = idx // k_cls
-        labels = idx % k_cls + 1
-        cand = boxes.gather(1, anchor_idx.unsqueeze(-1).expand(n, k, 4))  # (N, k, 4)
-        batch_index = torch.arange(n, device=boxes.device).unsqueeze(1).expand(n, k)
-        cand, top_scores = cand.reshape(-1, 4), top_scores.reshape(-1)
-        labels, batch_index = labels.reshape(-1), batch_index.reshape(-1)
-        # boxes of different (image, class) never overlap once shifted apart by more than the image
-        offsets = (batch_index * (k_cls + 1) + labels).to(cand.dtype) * float(max(h, w) + 1)
-        keep = nms(cand + offsets[:, None], top_scores, cfg.nms_thresh)  # sorted by score, all images
-        keep = keep[top_scores[keep] > cfg.score_thresh]
-        # order by image (stable: score order within an image), then at most detections_per_img each
-        # group by image, keeping the score order inside each (unique keys: a stable sort that exports to ONNX)
-        keep = keep[(batch_index[keep] * keep.shape[0] + torch.arange(keep.shape[0], device=keep.device)).argsort()]
-        kb = batch_index[keep]
-        onehot = (kb[:, None] == torch.arange(n, device=kb.device)[None, :]).to(torch.int64)  # (M, N)
-        rank = (onehot.cumsum(0) * onehot).sum(1) - 1
-        keep, rank = keep[rank < cfg.detections_per_img], rank[rank < cfg.detections_per_img]
-        return cand[keep], top_scores[keep], labels[keep], batch_index[keep], rank
+    def export_outputs(self, raw: dict[str, torch.Tensor], image_size, fmt: str) -> tuple[torch.Tensor, ...]:
+        """``nms``: padded ``boxes (N, D, 4)``, ``scores``, ``labels``, ``num_detections``; ``decoded``: ``boxes``, ``scores``."""
+        boxes, scores = self.decode(raw, image_size)
+        if fmt == "decoded":
+            return boxes, scores
+        flat = select_detections(boxes, scores, image_size, self.postprocess_cfg)
+        return pad_detections(flat, boxes.shape[0], self.postprocess_cfg.detections_per_img)
 
-    def detect_from_raw(self, raw: tuple[torch.Tensor, torch.Tensor], image_size) -> tuple[torch.Tensor, ...]:
-        """``forward_raw`` outputs -> flat ``(boxes, scores, labels, batch_index)`` (see ``select_detections``)."""
-        return self.select_detections(*self.decode_raw(raw, image_size), image_size)[:4]
-
-    def detect(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """(N, 3, H, W) -> flat ``(boxes, scores, labels, batch_index)``; exportable with a dynamic batch."""
-        return self.detect_from_raw(self.forward_raw(images), images.shape[-2:])
-
-    def postprocess(self, raw: tuple[torch.Tensor, torch.Tensor], image_size) -> list[dict]:
-        """``forward_raw`` outputs (of this model or an exported copy) -> one ``{"boxes", "scores", "labels"}`` per image."""
-        flat = self.detect_from_raw(raw, image_size)
-        return split_detections(flat, torch.as_tensor(raw[0]).shape[0])
-
-    def postprocess_decoded(self, boxes: torch.Tensor, scores: torch.Tensor, image_size) -> list[dict]:
-        """``decode_raw`` outputs (e.g. of a runtime that ran the decoding) -> one dict per image."""
-        boxes, scores = torch.as_tensor(boxes).float(), torch.as_tensor(scores).float()
-        return split_detections(self.select_detections(boxes, scores, image_size)[:4], boxes.shape[0])
-
-    def postprocess_export(self, raw: tuple[torch.Tensor, torch.Tensor], image_size) -> tuple[torch.Tensor, ...]:
-        """Padded, fixed-shape detections: ``boxes (N, D, 4)``, ``scores (N, D)``, ``labels (N, D)`` int64 and
-        ``num_detections (N,)``, D = ``detections_per_img``; rows past ``num_detections`` are zeros."""
-        n = torch.as_tensor(raw[0]).shape[0]
-        d = self.postprocess_cfg.detections_per_img
-        boxes, scores, labels, batch_index, rank = self.select_detections(*self.decode_raw(raw, image_size), image_size)
-        slot = batch_index * d + rank
-        out_boxes = boxes.new_zeros((n * d, 4)).index_put((slot,), boxes).reshape(n, d, 4)
-        out_scores = scores.new_zeros((n * d,)).index_put((slot,), scores).reshape(n, d)
-        out_labels = labels.new_zeros((n * d,)).index_put((slot,), labels).reshape(n, d)
-        num = torch.zeros(n, dtype=torch.int64, device=boxes.device).index_add(0, batch_index, torch.ones_like(batch_index))
-        return out_boxes, out_scores, out_labels, num
-
-    def forward(self, images: torch.Tensor, targets: list[dict] | None = None):
-        """Training (with ``targets``): dict of losses. Eval: list of ``{"boxes" (K, 4) xyxy pixels, "scores", "labels"}``."""
-        if self.training:
-            if targets is None:
-                raise ValueError("SSDLite in training mode needs targets: a list of {'boxes', 'labels'} per image")
-            return self.compute_loss(self.forward_raw(images), targets, images.shape[-2:])
-        return split_detections(self.detect(images), images.shape[0])
-
-
-def _hw(image_size) -> tuple[int, int]:
-    """(H, W) from a size pair or from an image batch (N, 3, H, W)."""
-    if isinstance(image_size, torch.Tensor) and image_size.dim() >= 3:
-        image_size = image_size.shape[-2:]
-    return int(image_size[0]), int(image_size[1])
-
-
-def split_detections(flat: tuple[torch.Tensor, ...], batch_size: int) -> list[dict]:
-    """Flat ``(boxes, scores, labels, batch_index)`` -> one dict per image (eager only)."""
-    boxes, scores, labels, batch_index = flat
-    counts = torch.bincount(batch_index, minlength=batch_size).tolist()
-    return [
-        {"boxes": b, "scores": s, "labels": l}
-        for b, s, l in zip(boxes.split(counts), scores.split(counts), labels.split(counts))
-    ]
-
-
-class SSDLiteExport(nn.Module):
-    """What to export. ``outputs``: ``"flat"`` -> ``(boxes (M, 4), scores, labels, batch_index)``;
-    ``"padded"`` -> ``(boxes (N, D, 4), scores (N, D), labels (N, D), num_detections (N,))``;
-    ``"raw"`` -> ``(bbox_regression, cls_logits)`` (decode them with ``SSDLite.postprocess``)."""
-
-    def __init__(self, model: SSDLite, outputs: str = "padded") -> None:
-        super().__init__()
-        if outputs not in ("flat", "padded", "raw"):
-            raise ValueError(f"outputs must be 'flat', 'padded' or 'raw', got {outputs!r}")
-        self.model = model
-        self.outputs = outputs
-
-    def forward(self, images: torch.Tensor):
-        raw = self.model.forward_raw(images)
-        if self.outputs == "raw":
-            return raw
-        if self.outputs == "flat":
-            return self.model.detect_from_raw(raw, images.shape[-2:])
-        return self.model.postprocess_export(raw, images.shape[-2:])
+    def export_metadata(self) -> dict[str, str]:
+        return {"postprocess_mode": self.postprocess_mode, "score_fn": self.score_fn, **config_to_meta(self.postprocess_cfg)}
 
 
 def build_ssdlite(
@@ -385,53 +290,3 @@ def build_ssdlite(
     hw = (int(size), int(size)) if isinstance(size, (int, float)) else (int(size[0]), int(size[1]))
     return SSDLite(backbone, extras, head, anchor_generator, box_coder, loss, presets, postprocess_mode,
                    score_fn="sigmoid" if cls_loss == "focal" else "softmax", image_size=hw)
-
-
-class TorchvisionDetector(nn.Module):
-    """A torchvision detector behind this package's interface: ``(N, 3, H, W)`` normalized tensors in,
-    losses (training) or one ``{"boxes", "scores", "labels"}`` per image (eval) out.
-
-    The wrapped model's own resize and normalization are turned into identities (fixed size = the
-    input size, mean 0, std 1), so that it sees exactly the tensors this package's pipeline produces.
-    """
-
-    def __init__(self, model: nn.Module, num_classes: int, image_size: tuple[int, int]) -> None:
-        super().__init__()
-        self.model = model
-        self.num_classes = num_classes
-        self.image_size = tuple(image_size)
-
-    def forward(self, images: torch.Tensor, targets: list[dict] | None = None):
-        out = self.model(list(images), targets)
-        if self.training:
-            return out
-        return [{"boxes": d["boxes"], "scores": d["scores"], "labels": d["labels"]} for d in out]
-
-
-def build_torchvision_ssdlite(num_classes: int, size: int = 320, width_mult: float = 1.0,
-                              eval_postprocess: dict | None = None, **not_applicable) -> TorchvisionDetector:
-    """torchvision's ``ssdlite320_mobilenet_v3_large`` (no pretrained weights) for side-by-side comparisons.
-
-    ``width_mult`` scales its MobileNetV3 backbone. ``eval_postprocess`` fields map onto torchvision's
-    ``score_thresh``, ``nms_thresh``, ``detections_per_img`` and ``topk_candidates`` (which torchvision
-    applies per class). Options of ``build_ssdlite`` that torchvision's model does not have (anchors,
-    losses, ...; a task config may set them for both) are ignored, with a warning, rather than passed
-    on: torchvision's MobileNetV3 would swallow them silently.
-    """
-    import logging
-
-    from torchvision.models.detection import ssdlite320_mobilenet_v3_large
-
-    if not_applicable:
-        logging.getLogger(__name__).warning(
-            "build_torchvision_ssdlite: ignoring SSDLite-MobileNetV2 options torchvision's model does not have: %s",
-            sorted(not_applicable))
-    pp = asdict(replace(EVAL_POSTPROCESS, **(eval_postprocess or {})))
-    pp["topk_candidates"] = min(pp["topk_candidates"], 300)  # per class in torchvision
-    model = ssdlite320_mobilenet_v3_large(
-        weights=None, weights_backbone=None, num_classes=num_classes, image_mean=[0.0, 0.0, 0.0], image_std=[1.0, 1.0, 1.0],
-        width_mult=width_mult, **pp,
-    )
-    model.transform.fixed_size = (size, size)
-    model.transform.min_size, model.transform.max_size = (size,), size
-    return TorchvisionDetector(model, num_classes, (size, size))

@@ -1,13 +1,8 @@
-"""What goes into the ONNX file for each network, and the float / int8 export of a network in one call.
+"""What goes into an exported file: a network's deploy core plus the output format it declares.
 
-The captured core computes ``deploy_view(net)`` (float: the view itself; int8: the converted
-PT2E graph); ``DeployModule`` adds the task's output format on top:
-
-- classifier: ``logits`` (N, K)
-- deeplabv3: ``logits`` (N, K, H, W), or ``mask`` (N, H, W) int64 with ``outputs="argmax"``
-- ssdlite: ``outputs="nms"``: ``boxes`` (N, D, 4) xyxy pixels, ``scores`` (N, D), ``labels``
-  (N, D) int64, ``num_detections`` (N,) int64 (rows past it are padding); ``outputs="raw"``:
-  ``boxes`` (N, A, 4) decoded, ``scores`` (N, A, K) per class, for runtimes with their own NMS.
+The core computes the network's ``deploy_forward`` (float: ``DeployForward(net)``; int8: the
+converted PT2E graph); ``DeployModule`` adds ``net.export_outputs`` in one of the network's
+``export_formats`` (``models/export_formats.py`` says what each format holds and reads it back).
 """
 
 from __future__ import annotations
@@ -16,39 +11,22 @@ from pathlib import Path
 
 import torch
 from torch import nn
-
 from torch.fx import GraphModule
 
 from .onnx_export import OPSET, export_onnx
-from .pt2e import set_mode
+from .pt2e import DeployForward, set_mode
 
-__all__ = ["DeployModule", "OUTPUTS", "export_deploy", "output_names", "postprocess_meta"]
-
-# output formats per network kind; the first is the default
-OUTPUTS = {"classifier": ("logits",), "deeplabv3": ("logits", "argmax"), "ssdlite": ("nms", "raw")}
-
-
-def output_names(kind: str, outputs: str) -> list[str]:
-    if kind == "classifier":
-        return ["logits"]
-    if kind == "deeplabv3":
-        return ["mask"] if outputs == "argmax" else ["logits"]
-    if kind == "ssdlite":
-        return ["boxes", "scores", "labels", "num_detections"] if outputs == "nms" else ["boxes", "scores"]
-    raise ValueError(kind)
+__all__ = ["DeployModule", "export_deploy", "file_metadata"]
 
 
 class DeployModule(nn.Module):
-    """``core`` (images -> deploy view outputs) plus the output format of ``kind`` / ``outputs``."""
+    """``core`` (images -> raw outputs; ``None``: the float network's own) plus ``net``'s export format ``fmt``."""
 
-    def __init__(self, core: nn.Module, kind: str, outputs: str, float_net: nn.Module | None = None) -> None:
+    def __init__(self, core: nn.Module | None, net: nn.Module, fmt: str | None = None) -> None:
         super().__init__()
-        if outputs not in OUTPUTS[kind]:
-            raise ValueError(f"outputs={outputs!r} is not available for {kind}; choose one of {OUTPUTS[kind]}")
-        self.core = core
-        self.kind = kind
-        self.outputs = outputs
-        object.__setattr__(self, "float_net", float_net)  # SSDLite's anchors and decoding, not a submodule
+        self.fmt = net.check_format(fmt)
+        self.core = core if core is not None else DeployForward(net)
+        object.__setattr__(self, "net", net)  # the non-learned part (decoding, NMS), not a submodule
 
     def train(self, mode: bool = True):
         # a captured graph switches modes the torchao way; an nn.Module the usual way
@@ -59,51 +37,32 @@ class DeployModule(nn.Module):
             self.core.train(mode)
         return self
 
-    def forward(self, images: torch.Tensor):
-        out = self.core(images)
-        if self.kind == "classifier":
-            return out
-        if self.kind == "deeplabv3":
-            logits = out["out"]
-            return logits.argmax(1) if self.outputs == "argmax" else logits
-        # ssdlite: decoding and NMS are the detection model's own exportable code
-        net = self.float_net
-        hw = images.shape[-2:]
-        if self.outputs == "raw":
-            return net.decode_raw(out, hw)  # boxes (N, A, 4), scores (N, A, C-1)
-        return net.postprocess_export(out, hw)  # boxes (N, D, 4), scores, labels, num_detections
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return self.net.export_outputs(self.core(images), images.shape[-2:], self.fmt)
+
+    @property
+    def output_names(self) -> list[str]:
+        return list(self.net.export_formats[self.fmt])
+
+
+def file_metadata(net: nn.Module, fmt: str, example: torch.Tensor, opset: int = OPSET) -> dict[str, str]:
+    """What a runtime needs to read the file back: task, format, classes, input size, the network's own settings."""
+    meta = {"task": net.task, "mnv2_outputs": fmt, "opset": str(opset), "num_classes": str(net.num_classes),
+            "image_size": f"{example.shape[-2]}x{example.shape[-1]}"}
+    meta.update(net.export_metadata())
+    return meta
 
 
 def export_deploy(
-    core: nn.Module,
-    kind: str,
+    core: nn.Module | None,
+    net: nn.Module,
     example: torch.Tensor,
     path: str | Path,
-    outputs: str | None = None,
-    float_net: nn.Module | None = None,
+    fmt: str | None = None,
     metadata: dict | None = None,
     opset: int = OPSET,
 ) -> Path:
-    """Export ``core`` with ``kind``'s output format to ``path`` (dynamic batch); metadata records kind and format."""
-    outputs = outputs or OUTPUTS[kind][0]
-    module = DeployModule(core, kind, outputs, float_net).train(False)
-    meta = {"mnv2_kind": kind, "mnv2_outputs": outputs, "opset": str(opset)}
-    num_classes = getattr(float_net, "num_classes", None)
-    if num_classes is not None:
-        meta["num_classes"] = str(num_classes)
-    meta["image_size"] = f"{example.shape[-2]}x{example.shape[-1]}"
-    if kind == "ssdlite":
-        meta.update(postprocess_meta(float_net))
-    meta.update({k: str(v) for k, v in (metadata or {}).items()})
-    return export_onnx(module, example, path, output_names(kind, outputs), metadata=meta, opset=opset)
-
-
-
-
-def postprocess_meta(net: nn.Module) -> dict[str, str]:
-    """SSDLite's post-processing settings, recorded in the file (and used to run NMS on raw outputs)."""
-    from dataclasses import asdict
-
-    cfg = asdict(net.postprocess_cfg)
-    return {"postprocess_mode": str(net.postprocess_mode), **{f"postprocess_{k}": str(v) for k, v in cfg.items()},
-            "score_fn": str(net.score_fn)}
+    """Export ``core`` (``None``: the float ``net``) with ``net``'s format ``fmt`` to ``path`` (dynamic batch)."""
+    module = DeployModule(core, net, fmt).train(False)
+    meta = {**file_metadata(net, module.fmt, example, opset), **{k: str(v) for k, v in (metadata or {}).items()}}
+    return export_onnx(module, example, path, module.output_names, metadata=meta, opset=opset)

@@ -7,6 +7,7 @@ Every metric goes through the task module's own metric code (``evaluate_with``):
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -20,7 +21,8 @@ from torch.fx import GraphModule
 
 from .deploy import export_deploy
 from .ort_runner import OrtModel
-from .pt2e import QuantNet, convert, deploy_view
+from ..models.contract import pad_batch
+from .pt2e import QuantNet, convert
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +36,7 @@ def example_batch(trainer_or_datamodule, n: int = 2) -> torch.Tensor:
     """The first ``n`` validation images (N, 3, H, W), on CPU: the capture and export example."""
     dm = getattr(trainer_or_datamodule, "datamodule", trainer_or_datamodule)
     batch = next(iter(dm.val_dataloader()))
-    images = batch["image"][:n].cpu()
-    if images.shape[0] < 2:
-        images = images.expand(2, *images.shape[1:]).contiguous()
-    return images
+    return pad_batch(batch["image"][:n].cpu(), n)
 
 
 def _scalars(prefix: str, metrics: dict) -> dict:
@@ -59,22 +58,18 @@ def evaluate_and_export(
     """Convert ``prepared``, write ``model.fp32.onnx`` / ``model.int8.onnx`` into ``out_dir``, evaluate; return flat metrics."""
     out_dir = Path(out_dir)
     float_net = float_net.cpu().eval()
-    view = deploy_view(float_net).eval()
     t0 = time.perf_counter()
     converted = convert(prepared.cpu())
-    task = getattr(pl_module, "task_name", "")
-    meta = {"task": task, "quant": mode}
-    fp32_path = export_deploy(view, view.kind, example, out_dir / FP32_FILE, float_net=float_net,
-                              metadata={**meta, "precision": "fp32"})
-    int8_path = export_deploy(converted, view.kind, example, out_dir / INT8_FILE, float_net=float_net,
-                              metadata={**meta, "precision": "int8"})
+    meta = {"quant": mode, "mnv2_input": json.dumps(datamodule.input_spec() if datamodule is not None else pl_module.input_spec)}
+    fp32_path = export_deploy(None, float_net, example, out_dir / FP32_FILE, metadata={**meta, "precision": "fp32"})
+    int8_path = export_deploy(converted, float_net, example, out_dir / INT8_FILE, metadata={**meta, "precision": "int8"})
     metrics: dict = {"onnx_fp32_file": FP32_FILE, "onnx_int8_file": INT8_FILE, "onnx_opset": 20,
                      "onnx_export_s": round(time.perf_counter() - t0, 1)}
     log.info("%s: wrote %s and %s", mode, fp32_path, int8_path)
     if not evaluate or datamodule is None:
         return metrics
     loader = datamodule.val_dataloader()
-    int8_torch = QuantNet(converted, float_net, view.kind).eval()
+    int8_torch = QuantNet(converted, float_net).eval()
     runners = {
         "torch_fp32": float_net,
         "torch_int8": int8_torch,

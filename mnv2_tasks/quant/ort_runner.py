@@ -1,20 +1,22 @@
 """Run an exported ``.onnx`` file in ONNX Runtime and answer like the PyTorch network does in eval mode.
 
-``OrtModel(path)(images)`` returns what ``net(images)`` returns: classifier logits
-``(N, K)``, segmentation logits ``(N, K, H, W)`` (an argmax export answers with one-hot
-scores, which gives the same argmax), or SSDLite's list of ``{"boxes", "scores", "labels"}``.
+``OrtModel(path)(images)`` returns what ``net(images)`` returns in eval mode, read back from
+the file's recorded output format (``models/export_formats.py``): logits, one-hot scores for an
+argmax mask (same argmax), or a list of ``{"boxes", "scores", "labels"}``.
 So ``TaskModule.evaluate_with(OrtModel(path), loader)`` computes the task's own metric on
 the ONNX file.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from ..models.export_formats import outputs_from_export
 from .onnx_export import check_onnx_file, onnx_metadata
 
 __all__ = ["OrtModel", "ort_session", "onnx_predict_fn"]
@@ -40,9 +42,11 @@ class OrtModel:
         self.path = Path(path)
         model = check_onnx_file(self.path)
         self.meta = onnx_metadata(model)
-        self.kind = self.meta.get("mnv2_kind", "classifier")
-        self.outputs = self.meta.get("mnv2_outputs", "logits")
+        self.task = self.meta.get("task")
+        self.format = self.meta.get("mnv2_outputs", "logits")
         self.num_classes = int(self.meta["num_classes"]) if "num_classes" in self.meta else None
+        # what inference needs (image size, normalisation, class names, category ids), as the checkpoint records it
+        self.input_spec = json.loads(self.meta.get("mnv2_input") or "{}")
         try:
             self.session = ort_session(self.path, threads)
         except Exception as e:  # noqa: BLE001 - re-raised with the file named
@@ -57,52 +61,16 @@ class OrtModel:
         return dict(zip(self.output_names, outs))
 
     def __call__(self, images: torch.Tensor) -> Any:
-        out = self.run(images)
-        if self.kind == "classifier":
-            return torch.from_numpy(out["logits"])
-        if self.kind == "deeplabv3":
-            if "logits" in out:
-                return torch.from_numpy(out["logits"])
-            mask = torch.from_numpy(out["mask"]).long()  # (N, H, W)
-            k = self.num_classes or int(mask.max()) + 1
-            return torch.nn.functional.one_hot(mask, k).permute(0, 3, 1, 2).float()  # (N, K, H, W)
-        if self.kind == "ssdlite":
-            return _detections(out, self.meta, images)
-        raise ValueError(f"{self.path}: unknown model kind {self.kind!r} in the file's metadata")
-
-
-def _detections(out: dict[str, np.ndarray], meta: dict, images: torch.Tensor) -> list[dict]:
-    """Padded NMS-in-graph outputs, or raw decoded outputs (NMS run here with the file's settings) -> per-image dicts."""
-    if "num_detections" in out:
-        result = []
-        for i, n in enumerate(out["num_detections"].astype(np.int64).reshape(-1)):
-            result.append({
-                "boxes": torch.from_numpy(out["boxes"][i, :n]).float(),
-                "scores": torch.from_numpy(out["scores"][i, :n]).float(),
-                "labels": torch.from_numpy(out["labels"][i, :n]).long(),
-            })
-        return result
-    from types import SimpleNamespace
-
-    from ..models.ssdlite import PostprocessConfig, SSDLite, split_detections
-
-    cfg = PostprocessConfig(
-        score_thresh=float(meta["postprocess_score_thresh"]), nms_thresh=float(meta["postprocess_nms_thresh"]),
-        topk_candidates=int(meta["postprocess_topk_candidates"]), detections_per_img=int(meta["postprocess_detections_per_img"]),
-    )
-    boxes, scores = torch.from_numpy(out["boxes"]).float(), torch.from_numpy(out["scores"]).float()
-    # SSDLite's own selection (top-k, NMS, threshold) on the decoded outputs; it reads only postprocess_cfg
-    flat = SSDLite.select_detections(SimpleNamespace(postprocess_cfg=cfg), boxes, scores, images.shape[-2:])
-    return split_detections(flat[:4], boxes.shape[0])
+        """What the PyTorch network returns in eval mode (read back by the file's output format)."""
+        try:
+            return outputs_from_export(self.format, self.run(images), self.meta, images.shape[-2:])
+        except (KeyError, ValueError) as e:
+            raise ValueError(f"{self.path}: {e}") from None
 
 
 def onnx_predict_fn(path: str | Path, task: str | None = None, threads: int = 2) -> OrtModel:
-    """``OrtModel(path)``, refusing a file exported for another task (``tools/eval.py`` with an ``.onnx``)."""
+    """``OrtModel(path)``, refusing a file exported for another task (evaluation with an ``.onnx``)."""
     model = OrtModel(path, threads)
-    file_task = model.meta.get("task") or _KIND_TASK.get(model.kind)
-    if task is not None and file_task and file_task != task:
-        raise ValueError(f"{path}: an ONNX model of task '{file_task}', but the run is task '{task}'; run with task={file_task}")
+    if task is not None and model.task and model.task != task:
+        raise ValueError(f"{path}: an ONNX model of task '{model.task}', but the run is task '{task}'; run with task={model.task}")
     return model
-
-
-_KIND_TASK = {"classifier": "classification", "deeplabv3": "segmentation", "ssdlite": "detection"}

@@ -1,11 +1,10 @@
 """torchao's PT2E flow around this package's networks: capture, prepare (QAT or PTQ), convert.
 
 A network is captured with ``torch.export.export`` and a dynamic batch ``Dim``; what is
-captured is the network's *deploy graph* (``deploy_graph(net)``): for the classifier and
-DeepLabV3 that is ``forward`` (logits), for SSDLite the raw head outputs with boxes decoded,
-before NMS. ``QuantNet`` puts a prepared or converted graph back behind the network's own
-interface (``forward`` in train and eval mode, ``forward_with_aux``, ``postprocess``), so
-that Lightning's loop, the task's loss and metric code keep working on it.
+captured is the network's ``deploy_forward`` (the learned part of the model contract,
+``models/contract.py``: named raw outputs). ``QuantNet`` puts a prepared or converted graph back
+behind the network's own interface (``deploy_forward``, ``forward`` in train and eval mode and
+everything non-learned), so that Lightning's loop, the task's loss and metric code keep working on it.
 
 Never call ``.train()`` / ``.eval()`` on a captured graph directly: ``set_mode`` (and
 ``QuantNet.train``, which Lightning calls) swap the batch-norm and dropout ops as torchao
@@ -15,7 +14,7 @@ requires, and keep frozen batch-norm statistics frozen.
 from __future__ import annotations
 
 import copy
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 import torch
 from torch import nn
@@ -29,10 +28,11 @@ from torchao.quantization.pt2e import (
 )
 from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e, prepare_qat_pt2e
 
+from ..models.contract import pad_batch
 from .quantizer import OrtQuantizer
 
 __all__ = [
-    "QuantNet", "DeployView", "deploy_view", "capture", "prepare", "calibrate", "convert", "set_mode",
+    "QuantNet", "DeployForward", "capture", "prepare", "calibrate", "convert", "set_mode",
     "freeze_bn_stats", "disable_observers", "MAX_BATCH",
 ]
 
@@ -45,40 +45,17 @@ _BN_OPS = {
 }
 
 
-class DeployView(nn.Module):
-    """The part of a network that is captured and quantized: ``images -> tensor or dict of tensors``.
+class DeployForward(nn.Module):
+    """``images -> net.deploy_forward(images)`` (named raw outputs): the part of a network that is
+    captured, quantized and exported (see ``models/contract.py``). The network sits under ``net``,
+    so a captured graph's parameter names are ``net.<name>``."""
 
-    ``fn(net, images)`` computes it; ``kind`` names the network family ("classifier",
-    "deeplabv3", "ssdlite") so that ``QuantNet`` knows how to answer the network's interface.
-    """
-
-    def __init__(self, net: nn.Module, kind: str, fn: Callable[[nn.Module, torch.Tensor], Any]) -> None:
+    def __init__(self, net: nn.Module) -> None:
         super().__init__()
         self.net = net
-        self.kind = kind
-        self._fn = fn
 
-    def forward(self, images: torch.Tensor):
-        return self._fn(self.net, images)
-
-
-def deploy_view(net: nn.Module) -> DeployView:
-    """The capture view of a package network (see the module docstring)."""
-    from ..models.mobilenetv2 import MobileNetV2
-
-    if isinstance(net, MobileNetV2):
-        return DeployView(net, "classifier", lambda n, x: n(x))
-    name = type(net).__name__
-    if name == "DeepLabV3":
-        if getattr(net, "aux_head", None) is not None:
-            return DeployView(net, "deeplabv3", lambda n, x: n.forward_with_aux(x))
-        return DeployView(net, "deeplabv3", lambda n, x: {"out": n(x)})
-    if hasattr(net, "forward_raw") and hasattr(net, "postprocess"):
-        return DeployView(net, "ssdlite", lambda n, x: n.forward_raw(x))
-    raise TypeError(
-        f"{name}: no deploy view for this network; quantization supports MobileNetV2, DeepLabV3 and SSDLite "
-        "(a network with forward_raw and postprocess)"
-    )
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.net.deploy_forward(images)
 
 
 def capture(module: nn.Module, example: torch.Tensor, train: bool, dynamic_hw: bool = False) -> GraphModule:
@@ -88,8 +65,7 @@ def capture(module: nn.Module, example: torch.Tensor, train: bool, dynamic_hw: b
     ``dynamic_hw``: height and width dynamic too (segmentation trains on crops and validates on
     whole images; a fully convolutional net runs at any size).
     """
-    if example.shape[0] < 2:
-        example = example.expand(2, *example.shape[1:]).contiguous()
+    example = pad_batch(example)
     module.train(train)
     dims = {0: Dim("batch", min=1, max=MAX_BATCH)}
     if dynamic_hw:
@@ -100,13 +76,13 @@ def capture(module: nn.Module, example: torch.Tensor, train: bool, dynamic_hw: b
 
 
 def prepare(net: nn.Module, example: torch.Tensor, qat: bool) -> GraphModule:
-    """Capture ``deploy_view(net)`` (a copy of ``net``: the original is left untouched) and insert
+    """Capture ``net.deploy_forward`` (of a copy of ``net``: the original is left untouched) and insert
     fake-quant (``qat``) or observers (PTQ). QAT graphs are left in train mode, PTQ graphs in eval mode."""
-    view = deploy_view(copy.deepcopy(net).to(memory_format=torch.contiguous_format))
-    gm = capture(view, example.contiguous(), train=qat, dynamic_hw=view.kind == "deeplabv3")
+    net.check_format(None)  # a network that declares no export format cannot be quantized either
+    core = DeployForward(copy.deepcopy(net).to(memory_format=torch.contiguous_format))
+    gm = capture(core, example.contiguous(), train=qat, dynamic_hw=net.capture_dynamic_hw)
     quantizer = OrtQuantizer(is_qat=qat)
     prepared = prepare_qat_pt2e(gm, quantizer) if qat else prepare_pt2e(gm, quantizer)
-    prepared.meta["mnv2_deploy_kind"] = view.kind
     prepared.meta["mnv2_training"] = qat
     if qat:
         move_exported_model_to_train(prepared)
@@ -134,7 +110,6 @@ def convert(prepared: GraphModule) -> GraphModule:
     set_mode(gm, False)
     gm.apply(disable_observer)
     converted = convert_pt2e(gm)
-    converted.meta["mnv2_deploy_kind"] = prepared.meta.get("mnv2_deploy_kind")
     move_exported_model_to_eval(converted)
     return converted
 
@@ -180,19 +155,16 @@ def _set_bn_training(gm: GraphModule, training: bool) -> None:
 class QuantNet(nn.Module):
     """A prepared (fake-quant) or converted graph behind the interface of the network it came from.
 
-    ``graph`` computes ``deploy_view(net)``; ``float_net`` lends its non-learned parts (SSDLite's
-    anchors and post-processing) and is not a registered submodule, so ``state_dict``,
-    ``parameters`` and the optimizer see the graph only. ``train()`` / ``eval()`` are safe.
+    ``graph`` computes the network's ``deploy_forward``; ``float_net`` lends everything after it
+    (``train_outputs``, ``postprocess``, ``export_outputs``, anchors, ...: the non-learned part of
+    the model contract) and is not a registered submodule, so ``state_dict``, ``parameters`` and
+    the optimizer see the graph only. ``train()`` / ``eval()`` are safe.
     """
 
-    def __init__(self, graph: GraphModule, float_net: nn.Module, kind: str) -> None:
+    def __init__(self, graph: GraphModule, float_net: nn.Module) -> None:
         super().__init__()
         self.graph = graph
-        self.kind = kind
         object.__setattr__(self, "float_net", float_net)
-        for attr in ("num_classes", "task"):
-            if hasattr(float_net, attr):
-                object.__setattr__(self, attr, getattr(float_net, attr))
         self.training = bool(getattr(graph, "training", graph.meta.get("mnv2_training", False)))
 
     def train(self, mode: bool = True):
@@ -205,30 +177,18 @@ class QuantNet(nn.Module):
         self.training = mode
         return self
 
-    def forward(self, images: torch.Tensor, targets: list[dict] | None = None):
-        out = self.graph(images)
-        if self.kind == "deeplabv3":
-            return out["out"]
-        if self.kind == "ssdlite":
-            if self.training:  # SSDLite's training interface: losses
-                if targets is None:
-                    raise ValueError("SSDLite in training mode needs targets")
-                return self.float_net.compute_loss(out, targets, images.shape[-2:])
-            return self.float_net.postprocess(out, images.shape[-2:])
-        return out
-
-    def forward_with_aux(self, images: torch.Tensor) -> dict:
+    def deploy_forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.graph(images)
 
-    def forward_raw(self, images: torch.Tensor):
-        return self.graph(images)
-
-    def detect(self, images: torch.Tensor):
-        return self.float_net.detect_from_raw(self.graph(images), images.shape[-2:])
+    def forward(self, images: torch.Tensor, targets: Any = None):
+        raw = self.graph(images)
+        if self.training:
+            return self.float_net.train_outputs(raw, images, targets)
+        return self.float_net.postprocess(raw, images.shape[-2:])
 
     def __getattr__(self, name: str):
         # parameters, buffers and submodules first (nn.Module), then the float network's
-        # non-learned helpers: SSDLite's anchors, loss, decoding and post-processing
+        # declarations and non-learned helpers (task, num_classes, postprocess, anchors, ...)
         try:
             return super().__getattr__(name)
         except AttributeError:

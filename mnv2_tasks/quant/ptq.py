@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.fx import GraphModule
 
-from .checkpoints import load_float_weights
+from ..checkpoint import load_float_weights
 from .finish import QuantCallback, example_batch
 from .pt2e import calibrate, convert, prepare
 

@@ -17,9 +17,9 @@ import logging
 import lightning as L
 import torch
 
-from .checkpoints import QUANT_KEY, load_float_weights, quant_info
+from ..checkpoint import QUANT_KEY, load_float_weights, quant_info_of, read_checkpoint
 from .finish import QuantCallback, example_batch
-from .pt2e import QuantNet, deploy_view, disable_observers, freeze_bn_stats, prepare, set_mode
+from .pt2e import QuantNet, disable_observers, freeze_bn_stats, prepare, set_mode
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +49,10 @@ class QATCallback(QuantCallback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage != "fit" or isinstance(pl_module.net, QuantNet):
             return
-        if getattr(pl_module, "freeze_backbone", False):
+        if pl_module.freeze_backbone:
             raise ValueError("quant=qat with model.freeze_backbone=true is not supported: QAT fine-tunes the whole network")
         if self.resume_ckpt:
-            info = quant_info(self.resume_ckpt)
+            info = quant_info_of(read_checkpoint(self.resume_ckpt))
             if info is None:
                 raise ValueError(
                     f"{self.resume_ckpt}: a float checkpoint given as ckpt_path to a quant=qat run; to start QAT from it "
@@ -67,7 +67,7 @@ class QATCallback(QuantCallback):
         self._float_net = net.eval()
         example = example_batch(trainer)
         prepared = prepare(net, example, qat=True)
-        pl_module.net = QuantNet(prepared, net, deploy_view(net).kind)
+        pl_module.net = QuantNet(prepared, net)
         self._image_size = list(example.shape[-2:])
         log.info("QAT: %s prepared (%d fake-quant modules)", type(net).__name__,
                  sum(1 for m in prepared.modules() if type(m).__name__.endswith("FakeQuantize")))

@@ -10,19 +10,18 @@ import lightning as L
 import torch
 from torch import nn
 
-from ..models.mobilenetv2 import MobileNetV2
 from ..models.pretrained import load_pretrained
 
-__all__ = ["TaskModule", "WarmupSchedule", "backbone_modules"]
+__all__ = ["TaskModule", "WarmupSchedule", "check_num_classes"]
 
 
-def backbone_modules(net: nn.Module) -> list[nn.Module]:
-    """The backbone part of a task network: ``net.backbone`` for heads, all but the classifier for ``MobileNetV2``."""
-    if isinstance(net, MobileNetV2):
-        return [net.stem, net.blocks, net.head]
-    if hasattr(net, "backbone"):
-        return [net.backbone]
-    raise ValueError(f"{type(net).__name__} has no 'backbone' attribute: cannot freeze or load a pretrained backbone")
+def check_num_classes(data_classes: int, net, source: str, note: str = "") -> None:
+    """The one class-count check: the data's count must be the network's (``num_classes: ${data.num_classes}``)."""
+    if data_classes != net.num_classes:
+        raise ValueError(
+            f"the data ({source}) has {data_classes} classes{note} but the model has num_classes={net.num_classes}; "
+            f"set model.net.num_classes={data_classes} (the task configs interpolate ${{data.num_classes}})"
+        )
 
 
 class WarmupSchedule:
@@ -67,7 +66,8 @@ class TaskModule(L.LightningModule):
     """Base LightningModule. Subclasses implement ``model_step`` and the metric hooks.
 
     Args:
-        net: the built network.
+        net: the built network; it follows the model contract (``models/contract.py``), which is all
+            this module and its subclasses ask of it.
         optimizer: a factory ``optimizer(params) -> torch.optim.Optimizer`` (Hydra ``_partial_: true``).
         scheduler: keyword arguments of ``WarmupSchedule`` plus ``warmup_epochs`` (converted to
             steps); ``None`` keeps the LR constant. Stepped every optimizer step.
@@ -98,14 +98,13 @@ class TaskModule(L.LightningModule):
         self.freeze_backbone = freeze_backbone
         self.norm_weight_decay = norm_weight_decay
         self.net_spec: dict | None = None  # the Hydra node that builds `net`; set by train(cfg)
-        self.input_spec: dict = {}  # image_size and class_names of the data; set by train(cfg)
+        self.input_spec: dict = {}  # what inference needs, when no data module gives it (TaskDataModule.input_spec)
         self._final_metrics: dict | None = None
         self.pretrained_report = None
-        if pretrained:  # a MobileNetV2 classifier takes the whole file; heads take it into their backbone
-            target = net if isinstance(net, MobileNetV2) else backbone_modules(net)[0]
-            self.pretrained_report = load_pretrained(target, pretrained)
+        if pretrained:
+            self.load_pretrained_backbone(pretrained)
         if freeze_backbone:
-            for m in backbone_modules(net):
+            for m in net.backbone_parts():
                 m.requires_grad_(False)
             self.train()
         self.channels_last = channels_last
@@ -130,21 +129,26 @@ class TaskModule(L.LightningModule):
     # ---- Lightning hooks ------------------------------------------------------------------
     classes_note = ""  # e.g. " (categories + background)" where the count includes a background class
 
+    def load_pretrained_backbone(self, path: str):
+        """Load a MobileNetV2 weights file into the network's declared ``pretrained_target()``."""
+        self.pretrained_report = load_pretrained(self.net.pretrained_target(), path)
+        return self.pretrained_report
+
+    def set_category_ids(self, category_ids: list[int]) -> None:
+        """The data set's id of each class, where evaluation writes them (detection); other tasks have none."""
+        raise NotImplementedError(f"{self.task_name} evaluation has no category ids")
+
     def checked_datamodule(self):
         """The trainer's data module (or None), after checking its ``num_classes`` against the network's."""
-        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        n = getattr(dm, "num_classes", None)
-        if n is not None and n != getattr(self.net, "num_classes", n):
-            raise ValueError(
-                f"the data ({getattr(dm, 'root', '?')}) has {n} classes{self.classes_note} but the model has "
-                f"num_classes={self.net.num_classes}; set model.net.num_classes={n}"
-            )
+        dm = self.trainer.datamodule if self._trainer is not None else None
+        if dm is not None:
+            check_num_classes(dm.num_classes, self.net, str(getattr(dm, "root", "?")), self.classes_note)
         return dm
 
     def train(self, mode: bool = True):
         super().train(mode)
         if mode and self.freeze_backbone:
-            for m in backbone_modules(self.net):
+            for m in self.net.backbone_parts():
                 m.eval()  # frozen BatchNorm statistics
         return self
 
@@ -155,6 +159,14 @@ class TaskModule(L.LightningModule):
 
     def forward(self, images: torch.Tensor):
         return self.net(images)
+
+    def raw_outputs(self, images: torch.Tensor) -> dict:
+        """The network's raw outputs (``deploy_forward``): the training outputs and the predictions both read them."""
+        return self.net.deploy_forward(images)
+
+    def predictions(self, raw: dict, images: torch.Tensor):
+        """What the network returns in eval mode, from its raw outputs."""
+        return self.net.postprocess(raw, images.shape[-2:])
 
     def prepare_batch(self, batch: Any) -> Any:
         """The batch as the network wants it (channels-last images when ``channels_last``)."""
@@ -242,8 +254,8 @@ class TaskModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         from .. import __version__
 
-        names = getattr(getattr(self._trainer, "datamodule", None), "class_names", None)
-        inputs = {**self.input_spec, "class_names": list(names) if names is not None else None}
+        dm = self.trainer.datamodule if self._trainer is not None else None
+        inputs = {**self.input_spec, **(dm.input_spec() if dm is not None else {})}
         # update, not replace: callbacks (QAT) may have added entries before this hook runs
         checkpoint.setdefault("mnv2_tasks", {}).update(
             {"task": self.task_name, "net": self.net_spec, "input": inputs, "version": __version__}

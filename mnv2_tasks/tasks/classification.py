@@ -32,9 +32,11 @@ class ClassificationModule(TaskModule):
         self.checked_datamodule()
 
     def model_step(self, batch: dict, stage: str):
-        logits = self.net(batch["image"])  # (N, num_classes)
+        images = batch["image"]
+        raw = self.raw_outputs(images)
+        logits = self.net.train_outputs(raw, images)  # (N, num_classes)
         loss = F.cross_entropy(logits.float(), batch["target"], label_smoothing=self.label_smoothing if stage == "train" else 0.0)
-        return loss, logits
+        return loss, (None if stage == "train" else self.predictions(raw, images))
 
     def reset_metrics(self) -> None:
         self.top1.reset()

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ..metrics.coco_eval import CocoEvaluator
-from .base import TaskModule
+from .base import TaskModule, check_num_classes
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +27,7 @@ class DetectionModule(TaskModule):
     """SSDLite (or another detector) trained on COCO-format data, evaluated with pycocotools.
 
     Args (besides ``TaskModule``'s):
-        val_loss: also compute the loss on validation batches (networks with ``forward_raw`` only;
-            the same forward pass gives the detections).
+        val_loss: also compute the loss on validation batches (from the same forward pass as the detections).
         predictions_file: name of the COCO results file written to the run directory at the end of
             every validation (``None``: not written).
         ann_file, label_to_cat_id: the evaluation ground truth, when no data module provides them
@@ -60,6 +59,7 @@ class DetectionModule(TaskModule):
         self.eval_output_dir: str | None = None  # where predictions_file goes; default: the trainer's default_root_dir
         self.evaluator: CocoEvaluator | None = None
         self.anchor_report: dict | None = None
+        self.category_ids: list[int] | None = None  # set_category_ids: the data ids of labels 1..K, when not the data's order
         if ann_file is not None:
             if label_to_cat_id is None:
                 raise ValueError("DetectionModule: give label_to_cat_id with ann_file")
@@ -68,12 +68,17 @@ class DetectionModule(TaskModule):
     # ---- data ------------------------------------------------------------------------------
     def set_ground_truth(self, ann_file: str | Path | dict, label_to_cat_id: Sequence[int]) -> None:
         """The COCO annotation file (or dict) that evaluation compares with, and the label -> category id map."""
-        if len(label_to_cat_id) != self.net.num_classes:
-            raise ValueError(
-                f"the data has {len(label_to_cat_id) - 1} categories (+ background = {len(label_to_cat_id)}) but the model has "
-                f"num_classes={self.net.num_classes}; set model.net.num_classes={len(label_to_cat_id)}"
-            )
+        source = str(ann_file) if not isinstance(ann_file, dict) else "<in memory>"
+        check_num_classes(len(label_to_cat_id), self.net, source, self.classes_note)
+        if self.category_ids is not None:  # the model's classes matched to the data by name
+            label_to_cat_id = [label_to_cat_id[0], *self.category_ids]
         self.evaluator = CocoEvaluator(ann_file, label_to_cat_id)
+
+    def set_category_ids(self, category_ids: list[int]) -> None:
+        """Write these data set ids for labels 1..K (a model whose classes were matched to the data by name)."""
+        self.category_ids = [int(c) for c in category_ids]
+        if self.evaluator is not None:
+            self.set_ground_truth(self.evaluator.ann_file, self.evaluator.label_to_cat_id)
 
     def setup(self, stage: str) -> None:
         dm = self.checked_datamodule()
@@ -85,11 +90,9 @@ class DetectionModule(TaskModule):
             self._report_anchor_coverage(dm)
 
     def _report_anchor_coverage(self, dm) -> None:
-        """Log how well the anchors cover the training boxes (resized to the input size)."""
-        from ..models.anchors import anchor_coverage, format_coverage
+        """Log how well the network's anchors cover the training boxes (resized to the input size)."""
+        from ..models.anchors import format_coverage
 
-        if not hasattr(self.net, "anchors"):
-            return
         size = dm.image_size
         in_h, in_w = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
         ds = dm.train_set
@@ -100,19 +103,16 @@ class DetectionModule(TaskModule):
             boxes += [[a["box"][0] * sx, a["box"][1] * sy, a["box"][2] * sx, a["box"][3] * sy] for a in ds.anns[image_id] if not a["iscrowd"]]
         if not boxes:
             return
-        self.anchor_report = anchor_coverage(self.net.anchors((in_h, in_w)), torch.tensor(boxes), self.net.loss.iou_threshold)
-        log.info("%s (training set, %dx%d input)", format_coverage(self.anchor_report), in_h, in_w)
+        self.anchor_report = self.net.target_coverage(torch.tensor(boxes), (in_h, in_w))
+        if self.anchor_report is not None:
+            log.info("%s (training set, %dx%d input)", format_coverage(self.anchor_report), in_h, in_w)
 
     # ---- the step --------------------------------------------------------------------------
     def model_step(self, batch: dict, stage: str):
         images, targets = batch["image"], batch["target"]
-        if stage == "train":
-            return self.net(images, targets), None
-        if hasattr(self.net, "forward_raw"):
-            raw = self.net.forward_raw(images)
-            loss = self.net.compute_loss(raw, targets, images.shape[-2:]) if self.val_loss else None
-            return loss, self.net.postprocess(raw, images.shape[-2:])
-        return None, self.net(images)
+        raw = self.raw_outputs(images)  # one forward pass for the losses and the detections
+        loss = self.net.train_outputs(raw, images, targets) if stage == "train" or self.val_loss else None
+        return loss, (None if stage == "train" else self.predictions(raw, images))
 
     # ---- metrics ---------------------------------------------------------------------------
     def _require_evaluator(self) -> CocoEvaluator:

@@ -56,13 +56,12 @@ class SegmentationModule(TaskModule):
 
     def model_step(self, batch: dict, stage: str):
         images, target = batch["image"], batch["target"]
-        if stage == "train" and getattr(self.net, "aux_head", None) is not None:
-            out = self.net.forward_with_aux(images)  # {"out", "aux"}: (N, K, H, W) each
-            losses = {"ce": segmentation_loss(out["out"], target, self.class_weights),
-                      "aux": self.aux_weight * segmentation_loss(out["aux"], target, self.class_weights)}
-            return losses, out["out"]
-        logits = self.net(images)  # (N, K, H, W)
-        return segmentation_loss(logits, target, self.class_weights), logits
+        raw = self.raw_outputs(images)
+        out = self.net.train_outputs(raw, images)  # {"out": (N, K, H, W)}, plus "aux" when the network trains one
+        loss = segmentation_loss(out["out"], target, self.class_weights)
+        if "aux" in out:
+            loss = {"ce": loss, "aux": self.aux_weight * segmentation_loss(out["aux"], target, self.class_weights)}
+        return loss, (None if stage == "train" else self.predictions(raw, images))
 
     def reset_metrics(self) -> None:
         self.confmat.reset()

@@ -1,4 +1,4 @@
-"""Shared measuring helpers for the benchmark tools: parameters, MAdds and median latency."""
+"""Shared measuring helpers for the benchmarks: parameters, MAdds, median latency, the timing options."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Detection benchmark: our SSDLite-MobileNetV2 against torchvision's ssdlite320_mobilenet_v3_large.
 
-    python tools/bench_detection.py                       # params, MAdds, CPU latency at 320 (batch 1 and 8)
-    python tools/bench_detection.py --train               # + both trained on the embedded data, same pipeline
+    python -m mnv2_tasks.benchmarks.detection                       # params, MAdds, CPU latency at 320 (batch 1 and 8)
+    python -m mnv2_tasks.benchmarks.detection --train               # + both trained on the embedded data, same pipeline
     python tools/benchmark.py --task detection [--train]  # the same, through the generic entry point
 
 Size and speed use the COCO configuration (81 classes, 320x320, width 1.0, no pretrained weights),
@@ -16,20 +16,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tools"))
-from bench_common import count_madds, count_params, median_latency_ms, timing_parser  # noqa: E402
+from .common import count_madds, count_params, median_latency_ms, timing_parser
 
 
 def _models(num_classes: int = 81, size: int = 320):
-    from mnv2_tasks.models.ssdlite import build_ssdlite, build_torchvision_ssdlite
+    from ..models import build_ssdlite, build_torchvision_ssdlite
 
     torch.manual_seed(0)
     return {
@@ -62,7 +58,7 @@ def size_and_speed(args) -> str:
 def _compose(overrides: list[str], out_dir: Path):
     from omegaconf import open_dict
 
-    from mnv2_tasks.pretrain import compose_train_config
+    from ..config import compose_train_config
 
     cfg = compose_train_config(overrides)
     with open_dict(cfg):
@@ -72,7 +68,7 @@ def _compose(overrides: list[str], out_dir: Path):
 
 
 def train_side_by_side(args) -> str:
-    from mnv2_tasks.train import train
+    from ..train import train
 
     out_root = Path(args.out_dir)
     rows = []
@@ -98,28 +94,28 @@ def train_side_by_side(args) -> str:
     return "\n".join(lines)
 
 
-def _parse(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--train", action="store_true", help="also train both models on the embedded data and compare mAP")
-    p.add_argument("--override", action="append", default=[], help="Hydra override for both training runs (repeatable)")
-    p.add_argument("--out-dir", default=str(ROOT / "outputs" / "bench_detection"))
-    p.add_argument("--variants", nargs="+", default=["ours", "ours_scratch", "torchvision"],
+def add_options(p: argparse.ArgumentParser) -> None:
+    """The detection benchmark's own options (``--task detection``)."""
+    g = p.add_argument_group("detection (--task detection)")
+    g.add_argument("--train", action="store_true", help="also train the models on the embedded data and compare mAP")
+    g.add_argument("--override", action="append", default=[], help="Hydra override for every training run (repeatable)")
+    g.add_argument("--out-dir", default="outputs/bench_detection", help="where --train's runs go")
+    g.add_argument("--variants", nargs="+", default=["ours", "ours_scratch", "torchvision"],
                    choices=["ours", "ours_scratch", "torchvision"], help="which models --train trains")
-    return p.parse_known_args(argv)[0]
 
 
 def run(args) -> str:
-    """Markdown: size and speed, and (``--train`` among ``args.extra``) the side-by-side training."""
-    own = _parse(list(getattr(args, "extra", []) or []))
+    """Markdown: size and speed, and (``--train``) the side-by-side training."""
     parts = [size_and_speed(args)]
-    if own.train:
-        parts.append(train_side_by_side(own))
+    if args.train:
+        parts.append(train_side_by_side(args))
     return "\n\n".join(parts)
 
 
 def main(argv: list[str] | None = None) -> None:
-    args, rest = timing_parser(__doc__, repeats=10, warmup=2).parse_known_args(argv)
-    args.extra = rest
+    p = timing_parser(__doc__, repeats=10, warmup=2)
+    add_options(p)
+    args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} threads, median of {args.repeats} runs x {args.rounds} rounds\n")
     print(run(args))

@@ -1,7 +1,7 @@
 """Training-step time in the default (NCHW) and channels-last (NHWC) memory formats, per task.
 
-    python tools/bench_train_step.py                 # the three embedded task defaults, 2 threads
-    python tools/bench_train_step.py --threads 1 --repeats 20
+    python -m mnv2_tasks.benchmarks.train_step                 # the three embedded task defaults, 2 threads
+    python -m mnv2_tasks.benchmarks.train_step --threads 1 --repeats 20
 
 One optimizer step (forward, loss, backward, AdamW) on random inputs at the embedded defaults'
 shapes: SSDLite width 0.35 at 160 px, batch 16 (its loss on two boxes per image); DeepLabV3-lite
@@ -13,21 +13,18 @@ This is what ``model.channels_last`` changes; it backs the figures in BENCHMARKS
 from __future__ import annotations
 
 import statistics
-import sys
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench_common import median_latency_ms, timing_parser  # noqa: E402
+from .common import median_latency_ms, timing_parser
 
 
 def _cases():
-    from mnv2_tasks.models import MobileNetV2
-    from mnv2_tasks.models.deeplabv3 import build_deeplabv3
-    from mnv2_tasks.models.ssdlite import build_ssdlite
+    from ..models import MobileNetV2
+    from ..models.deeplabv3 import build_deeplabv3
+    from ..models.ssdlite import build_ssdlite
 
     det_targets = [{"boxes": torch.tensor([[10.0, 10, 60, 60], [80, 80, 140, 150]]), "labels": torch.tensor([1, 2])}] * 16
     yield ("detection: SSDLite 0.35, 16 x 160 px", build_ssdlite(5, 0.35, 160, reduce_lowest_level=False),

@@ -3,7 +3,7 @@
     python tools/benchmark.py --task deploy                               # classification at 224, untrained weights
     python tools/benchmark.py --task deploy --deploy-ckpt classification=outputs/.../last.ckpt \
         --deploy-ckpt detection=det.ckpt --deploy-size 224                # metrics on the embedded val set too
-    python tools/bench_deploy.py --deploy-task classification             # standalone
+    python -m mnv2_tasks.benchmarks.deploy --deploy-task classification   # standalone
 
 Latency: median of ``--repeats`` runs (x ``--rounds`` alternating rounds, median of medians) at
 batch 1 and 8 with ``--threads`` threads (``torch.set_num_threads`` for eager, intra-op threads
@@ -19,34 +19,29 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench_common import median_latency_ms, timing_parser  # noqa: E402
+from .common import median_latency_ms, timing_parser
 
 DEFAULT_SIZE = {"classification": 224, "detection": 320, "segmentation": 512}
 
 
-def _parse(extra: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(add_help=False)
-    p.add_argument("--deploy-task", action="append", choices=list(DEFAULT_SIZE))
-    p.add_argument("--deploy-ckpt", action="append", default=[], help="task=checkpoint (float or QAT)")
-    p.add_argument("--deploy-size", type=int, default=None, help="latency input size (default per task)")
-    p.add_argument("--deploy-calibration-images", type=int, default=32)
-    p.add_argument("--deploy-data-dir", default=None, help="embedded data root (paths.data_dir)")
-    p.add_argument("--deploy-out", default=None, help="keep the .onnx files here")
-    return p.parse_known_args(extra)[0]
+def add_options(p: argparse.ArgumentParser) -> None:
+    """The ``--deploy-*`` options (``--task deploy``)."""
+    g = p.add_argument_group("deploy (--task deploy)")
+    g.add_argument("--deploy-task", action="append", choices=list(DEFAULT_SIZE), help="repeatable; default: classification")
+    g.add_argument("--deploy-ckpt", action="append", default=[], help="task=checkpoint (float or QAT), repeatable")
+    g.add_argument("--deploy-size", type=int, default=None, help="latency input size (default per task)")
+    g.add_argument("--deploy-calibration-images", type=int, default=32)
+    g.add_argument("--deploy-data-dir", default=None, help="embedded data root (paths.data_dir)")
+    g.add_argument("--deploy-out", default=None, help="keep the .onnx files here")
 
 
 def _untrained_net(task: str, size: int):
-    from mnv2_tasks.models import MobileNetV2
-    from mnv2_tasks.models.deeplabv3 import build_deeplabv3
-    from mnv2_tasks.models.ssdlite import build_ssdlite
+    from ..models import MobileNetV2, build_deeplabv3, build_ssdlite
 
     if task == "classification":
         return MobileNetV2(num_classes=1000, width_mult=1.0)
@@ -56,7 +51,7 @@ def _untrained_net(task: str, size: int):
 
 
 def _images(dm, n: int, train: bool) -> list[torch.Tensor]:
-    from mnv2_tasks.quant.ptq import calibration_batches
+    from ..quant.ptq import calibration_batches
 
     return calibration_batches(dm.train_dataloader() if train else dm.val_dataloader(), n)
 
@@ -87,12 +82,15 @@ def _latency(fn, x: torch.Tensor, args) -> float:
 
 
 def bench_task(task: str, args, opts) -> str:
-    from export import _datamodule, load_for_export
+    from hydra.utils import instantiate
 
-    from mnv2_tasks.quant.deploy import export_deploy
-    from mnv2_tasks.quant.ort_runner import OrtModel
-    from mnv2_tasks.quant.pt2e import convert, deploy_view
-    from mnv2_tasks.quant.ptq import ptq_convert
+    from ..checkpoint import read_checkpoint
+    from ..config import compose_train_config
+    from ..quant.deploy import export_deploy
+    from ..quant.export import export_datamodule, load_for_export
+    from ..quant.ort_runner import OrtModel
+    from ..quant.pt2e import convert
+    from ..quant.ptq import ptq_convert
 
     ckpts = dict(c.split("=", 1) for c in opts.deploy_ckpt)
     size = opts.deploy_size or DEFAULT_SIZE[task]
@@ -100,10 +98,8 @@ def bench_task(task: str, args, opts) -> str:
     ckpt = ckpts.get(task)
     image_size = None
     if ckpt:
-        from mnv2_tasks.checkpoint import read_checkpoint
-
         image_size = (read_checkpoint(ckpt)["mnv2_tasks"].get("input") or {}).get("image_size")
-    cfg, dm = _datamodule(task, overrides, image_size)
+    dm = export_datamodule(task, overrides, image_size)
     val_example = _images(dm, 2, train=False)[0][:2]
     calib = _images(dm, opts.deploy_calibration_images, train=True)
     if ckpt:
@@ -114,12 +110,8 @@ def bench_task(task: str, args, opts) -> str:
         net.train()
         with torch.no_grad():  # BatchNorm statistics from real images, so the net depends on its input
             for b in calib[:4]:
-                (net.forward_raw if hasattr(net, "forward_raw") else net)(torch.nn.functional.interpolate(b, size=(size, size)))
-        net.eval()
-    net = net.eval()
-    if hasattr(net, "use_postprocess"):
-        net.use_postprocess("eval")
-    view = deploy_view(net).eval()
+                net.deploy_forward(torch.nn.functional.interpolate(b, size=(size, size)))
+    net = net.eval().use_postprocess("eval")
     lat_example = torch.randn(2, 3, size, size)
 
     def resize(batches):
@@ -127,13 +119,13 @@ def bench_task(task: str, args, opts) -> str:
 
     out_dir = Path(opts.deploy_out or tempfile.mkdtemp(prefix=f"deploy_{task}_"))
     files: dict[str, Path] = {}
-    files["ORT fp32"] = export_deploy(view, view.kind, lat_example, out_dir / f"{task}.fp32.onnx", float_net=net)
+    files["ORT fp32"] = export_deploy(None, net, lat_example, out_dir / f"{task}.fp32.onnx")
     if prepared is not None and size == val_example.shape[-1]:
         q = convert(prepared)
     else:  # QAT graphs are captured at the training size: at another size, PTQ with the same quantizer
         q = ptq_convert(net, lat_example, resize(calib))
         source = "PTQ"
-    files[f"ORT int8 (torchao {source})"] = export_deploy(q, view.kind, lat_example, out_dir / f"{task}.int8.onnx", float_net=net)
+    files[f"ORT int8 (torchao {source})"] = export_deploy(q, net, lat_example, out_dir / f"{task}.int8.onnx")
     files["ORT int8 (ORT quantize_static)"] = _ort_static_ptq(files["ORT fp32"], out_dir / f"{task}.ortq.onnx", resize(calib))
 
     runners = {"PyTorch eager fp32": None, **{k: OrtModel(p, args.threads) for k, p in files.items()}}
@@ -154,9 +146,9 @@ def bench_task(task: str, args, opts) -> str:
         if ckpt and tuple(val_example.shape[-2:]) != (size, size):
             metric = f"n/a (files at {size}; metrics need --deploy-size {val_example.shape[-1]})"
         elif ckpt:
-            module = _task_module(cfg)
-            m = module.evaluate_with(net if model is None else model, dm.val_dataloader(), progress=False)
-            key = {"classification": "top1", "detection": "mAP", "segmentation": "mIoU"}[task]
+            cfg = compose_train_config([f"task={task}", *overrides])
+            m = instantiate(cfg.model).evaluate_with(net if model is None else model, dm.val_dataloader(), progress=False)
+            key = cfg.monitor.metric.split("/")[-1]  # the task's headline metric (top1, mAP, mIoU)
             metric = f"{key} {m[key]:.4f}" if key in m else ""
         mb = files[name].stat().st_size / 2**20 if name in files else sum(p.numel() * 4 for p in net.parameters()) / 2**20
         rows.append((name, lat, mb, metric))
@@ -169,19 +161,12 @@ def bench_task(task: str, args, opts) -> str:
     return "\n".join(lines)
 
 
-def _task_module(cfg):
-    from hydra.utils import instantiate
-
-    return instantiate(cfg.model)
-
-
 def run(args) -> str:
-    opts = _parse(getattr(args, "extra", []) or [])
-    tasks = opts.deploy_task or ["classification"]
-    return "\n\n".join(bench_task(t, args, opts) for t in tasks)
+    tasks = args.deploy_task or ["classification"]
+    return "\n\n".join(bench_task(t, args, args) for t in tasks)
 
 
 if __name__ == "__main__":
-    a, rest = timing_parser(__doc__).parse_known_args()
-    a.extra = rest
-    print(run(a))
+    p = timing_parser(__doc__)
+    add_options(p)
+    print(run(p.parse_args()))

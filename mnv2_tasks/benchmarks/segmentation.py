@@ -1,6 +1,6 @@
 """Segmentation: our DeepLabV3 on MobileNetV2 (lite head and ASPP) against torchvision's MobileNetV3 models.
 
-    python tools/bench_segmentation.py --threads 2 --repeats 10 --rounds 3
+    python -m mnv2_tasks.benchmarks.segmentation --threads 2 --repeats 10 --rounds 3
     python tools/benchmark.py --task segmentation        # the same, through the shared entry point
 
 21 classes, 512x512 input, batch 1, CPU. Parameters, MAdds (convolutions and matmuls, as papers
@@ -12,14 +12,12 @@ weights_backbone=None`` (nothing is downloaded) and return ``["out"]`` of their 
 from __future__ import annotations
 
 import platform
-import sys
 from pathlib import Path
 
 import torch
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import count_madds, count_params, median_latency_ms, timing_parser  # noqa: E402
+from .common import count_madds, count_params, median_latency_ms, timing_parser
 
 NUM_CLASSES = 21
 SIZE = 512
@@ -39,7 +37,7 @@ class _OutOnly(nn.Module):
 def models() -> dict[str, nn.Module]:
     from torchvision.models.segmentation import deeplabv3_mobilenet_v3_large, lraspp_mobilenet_v3_large
 
-    from mnv2_tasks.models.deeplabv3 import build_deeplabv3
+    from ..models.deeplabv3 import build_deeplabv3
 
     return {
         "ours DeepLabV3-lite MobileNetV2 (OS16, no ASPP)": build_deeplabv3(NUM_CLASSES, 1.0, 16, aspp=False),
