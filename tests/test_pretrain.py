@@ -7,7 +7,7 @@ import torch
 from mnv2_tasks.models.mobilenetv2 import MobileNetV2Backbone
 from mnv2_tasks.models.pretrained import load_pretrained
 from mnv2_tasks.pretrain import ensure_embedded_backbone
-from mnv2_tasks.train import _resolve_pretrain
+from mnv2_tasks.train import _pretrained_backbone
 
 QUICK = ["task=classification", "trainer.max_epochs=1", "data.num_workers=0", "data.batch_size=16"]
 QUICK_OVERRIDE = "pretrain.overrides=[" + ",".join(f"'{o}'" for o in QUICK) + "]"  # as on the command line
@@ -34,21 +34,19 @@ def test_embedded_backbone_is_trained_once_and_cached(shapes_root, tmp_path):
     assert torch.equal(backbone.state_dict()[key], state[f"net.{key}"])
 
 
-def test_resolve_pretrain_sets_model_pretrained_only_when_it_should(make_cfg, shapes_root, tmp_path):
+def test_pretrained_backbone_applies_only_when_it_should(make_cfg, shapes_root, tmp_path):
     overrides = ["task=detection", "model.net.width_mult=0.35", QUICK_OVERRIDE]
     cfg = make_cfg(*overrides)
     assert cfg.pretrain._target_ == "mnv2_tasks.pretrain.ensure_embedded_backbone"  # the detection default
-    _resolve_pretrain(cfg)
-    assert cfg.model.pretrained and str(shapes_root) in cfg.model.pretrained
+    assert cfg.pretrain.width_mult == 0.35 and cfg.pretrain.data_dir == str(shapes_root)  # flows by interpolation
+    path = _pretrained_backbone(cfg)
+    assert path and str(shapes_root) in path and "_w0.35_" in path
 
     explicit = make_cfg(*overrides, f"model.pretrained={tmp_path / 'mine.pth'}")
-    _resolve_pretrain(explicit)
-    assert explicit.model.pretrained == str(tmp_path / "mine.pth")  # the user's file wins
+    assert _pretrained_backbone(explicit) is None  # the user's file wins (loaded by the task module)
 
     scratch = make_cfg(*overrides[:2], "pretrain=none")
-    _resolve_pretrain(scratch)
-    assert not scratch.model.pretrained
+    assert _pretrained_backbone(scratch) is None
 
     tv = make_cfg("task=detection", "model=ssdlite_tv_mnv3", QUICK_OVERRIDE)
-    _resolve_pretrain(tv)  # MobileNetV3 cannot take MobileNetV2 weights: from scratch
-    assert not tv.model.get("pretrained")
+    assert _pretrained_backbone(tv) is None  # its network declares it takes no MobileNetV2 weights

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 from torch.export import Dim
 
+from ..models.contract import pad_batch
 from .pt2e import MAX_BATCH
 
 log = logging.getLogger(__name__)
@@ -44,8 +45,7 @@ def export_onnx(
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if example.shape[0] < 2:  # a batch of 1 would be specialised away
-        example = example.expand(2, *example.shape[1:]).contiguous()
+    example = pad_batch(example)  # a batch of 1 would be specialised away
     batch = Dim("batch", min=1, max=MAX_BATCH)
     logging.getLogger("onnx_ir").setLevel(logging.WARNING)  # one INFO line per deduplicated initializer otherwise
     with torch.no_grad():
