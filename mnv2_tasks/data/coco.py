@@ -213,15 +213,21 @@ class CocoDetection(Dataset):
         return image, boxes, labels, im
 
     def __getitem__(self, idx: int) -> dict:
-        image, boxes, labels, im = self.load(idx)
+        return self.make_sample(*self.load(idx))
+
+    def make_sample(self, image: np.ndarray, boxes: np.ndarray, labels: np.ndarray, im: dict, **extra: np.ndarray) -> dict:
+        """The sample of ``load``'s outputs, transformed; ``extra`` targets (e.g. ``mask=``) go through the
+        same transform and come back as entries of the sample."""
         orig_h, orig_w = image.shape[:2]
         if self.transform is not None:
-            out = self.transform(image=image, bboxes=boxes, labels=labels)
+            out = self.transform(image=image, bboxes=boxes, labels=labels, **extra)
             image = out["image"]
             boxes = np.asarray(out["bboxes"], dtype=np.float32).reshape(-1, 4)
             labels = np.asarray(out["labels"], dtype=np.int64).reshape(-1)
+            extra = {k: out[k] for k in extra}
         else:
             image = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float()
+            extra = {k: torch.from_numpy(v) for k, v in extra.items()}
         in_h, in_w = image.shape[-2:]
         # clip and drop degenerate boxes once more, whatever the transform did
         boxes = torch.from_numpy(boxes).reshape(-1, 4)
@@ -233,7 +239,7 @@ class CocoDetection(Dataset):
         crowd = labels == 0
         target = {"boxes": boxes[~crowd], "labels": labels[~crowd], "ignore_boxes": boxes[crowd]}
         meta = {"image_id": im["id"], "file_name": im["file_name"], "orig_size": (orig_h, orig_w), "input_size": (int(in_h), int(in_w))}
-        return {"image": image, "target": target, "meta": meta}
+        return {"image": image, "target": target, "meta": meta, **extra}
 
 
 def detection_collate(samples: list[dict]) -> dict:

@@ -31,7 +31,7 @@ from torch import nn
 
 __all__ = ["TaskNet", "TASKS", "image_hw", "pad_batch"]
 
-TASKS = ("classification", "detection", "segmentation")
+TASKS = ("classification", "detection", "segmentation", "multitask")
 
 
 def image_hw(image_size) -> tuple[int, int]:
@@ -55,7 +55,7 @@ class TaskNet(nn.Module):
     """Base class of the package's task networks; subclasses declare what the rest of the package asks.
 
     Class attributes:
-        task: ``"classification"``, ``"detection"`` or ``"segmentation"``: the task module, data
+        task: ``"classification"``, ``"detection"``, ``"segmentation"`` or ``"multitask"``: the task module, data
             and metric code the network goes with.
         export_formats: ``{format: output names}`` of the exported file; the first is the default.
             Formats are read back by ``export_formats.outputs_from_export``.

@@ -198,7 +198,7 @@ class DeepLabV3(TaskNet):
         return (raw["out"].argmax(1),) if fmt == "argmax" else (raw["out"],)
 
 
-def _init_head(modules: Sequence[nn.Module]) -> None:
+def init_head(modules: Sequence[nn.Module]) -> None:
     for module in modules:
         for m in module.modules():
             if isinstance(m, nn.Conv2d):
@@ -251,7 +251,7 @@ def build_deeplabv3(
         aux_idx = order.index(_TAP_AUX)
         aux_head = FCNAuxHead(info.channels(aux_idx), num_classes)
     classifier = nn.Conv2d(head_chs, num_classes, 1)
-    _init_head([m for m in (head, dec, aux_head) if m is not None])
+    init_head([m for m in (head, dec, aux_head) if m is not None])
     # small logits at the start (mmseg's std 0.01): fan-out init of a K-channel conv gives
     # logits of std ~5 and an initial loss of several nats
     for conv in [classifier] + ([aux_head.classifier] if aux_head is not None else []):

@@ -11,6 +11,9 @@ metric code scores every runtime:
   -> one ``{"boxes", "scores", "labels"}`` per image.
 - ``decoded``: ``boxes`` (N, A, 4), ``scores`` (N, A, K) (decoded, before NMS) -> NMS with the
   file's recorded settings, then one dict per image.
+- ``<detection>+<segmentation>`` (``nms+logits``, ``nms+argmax``): both output groups of a
+  multi-task graph (the segmentation output is then ``seg_logits`` or ``mask``) ->
+  ``{"detections": ..., "segmentation": ...}``.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ FORMATS: dict[str, tuple[str, ...]] = {
     "nms": ("boxes", "scores", "labels", "num_detections"),
     "decoded": ("boxes", "scores"),
 }
+FORMATS["nms+logits"] = (*FORMATS["nms"], "seg_logits")
+FORMATS["nms+argmax"] = (*FORMATS["nms"], "mask")
 _ALIASES = {"raw": "decoded"}  # files written before the format was renamed
 
 
@@ -40,6 +45,11 @@ def _tensor(x) -> torch.Tensor:
 def outputs_from_export(fmt: str, outputs: Mapping[str, Any], meta: Mapping[str, str], image_size) -> Any:
     """Eval-mode outputs from an exported file's ``outputs`` in format ``fmt`` (``meta``: the file's metadata)."""
     fmt = _ALIASES.get(fmt, fmt)
+    if "+" in fmt:  # a multi-task graph: a detection group and a segmentation group
+        det_fmt, seg_fmt = fmt.split("+")
+        seg = {"logits": outputs["seg_logits"]} if seg_fmt == "logits" else {"mask": outputs["mask"]}
+        return {"detections": outputs_from_export(det_fmt, outputs, meta, image_size),
+                "segmentation": outputs_from_export(seg_fmt, seg, meta, image_size)}
     if fmt == "logits":
         return _tensor(outputs["logits"]).float()
     if fmt == "argmax":

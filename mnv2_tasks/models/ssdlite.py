@@ -33,6 +33,8 @@ from .detection_postprocess import (
 from .export_formats import FORMATS
 from .mobilenetv2 import ConvBNAct, MobileNetV2Backbone
 
+TAP_INDEX = {"expansion": 6, "head": 5}  # MobileNetV2Backbone's tap aliases
+
 __all__ = ["SSDLite", "SSDLiteHead", "build_ssdlite"]
 
 # the paper's taps: block 13's expansion (stride 16) and the 1x1 head (stride 32); see mobilenetv2.TAPS
@@ -109,6 +111,8 @@ class SSDLite(TaskNet):
             ``postprocess_mode`` picks the one ``forward`` uses in eval mode.
         score_fn: ``"softmax"`` (cross-entropy with a background class) or ``"sigmoid"`` (focal loss).
         image_size: the nominal (H, W) input, for export and benchmarks; any size runs.
+        levels: which backbone outputs are prediction levels (default: all); a backbone shared with
+            another head may tap more maps than the detector reads.
     """
 
     task = "detection"
@@ -127,9 +131,11 @@ class SSDLite(TaskNet):
         postprocess_mode: str = "eval",
         score_fn: str = "softmax",
         image_size: tuple[int, int] = (320, 320),
+        levels: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         self.backbone = backbone
+        self.levels = list(range(len(backbone.feature_info))) if levels is None else [int(i) for i in levels]
         self.extras = extras
         self.head = head
         self.anchor_generator = anchor_generator
@@ -156,7 +162,11 @@ class SSDLite(TaskNet):
     # ---- network ---------------------------------------------------------------------------
     def features(self, images: torch.Tensor) -> list[torch.Tensor]:
         """(N, 3, H, W) -> one feature map per level: the backbone taps, then every extra layer."""
-        feats = list(self.backbone(images))
+        return self.level_features(self.backbone(images))
+
+    def level_features(self, taps: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """The backbone's outputs -> one feature map per level: the level taps, then every extra layer."""
+        feats = [taps[i] for i in self.levels]
         x = feats[-1]
         for block in self.extras:
             x = block(x)
@@ -165,7 +175,11 @@ class SSDLite(TaskNet):
 
     def deploy_forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """(N, 3, H, W) -> ``bbox_regression`` (N, A, 4) offsets, ``cls_logits`` (N, A, num_classes); A = anchors(H, W)."""
-        reg, cls = self.head(self.features(images))
+        return self.head_outputs(self.backbone(images))
+
+    def head_outputs(self, taps: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The backbone's outputs -> the detector's raw outputs (``deploy_forward`` without the backbone)."""
+        reg, cls = self.head(self.level_features(taps))
         return {"bbox_regression": reg, "cls_logits": cls}
 
     def anchors(self, image_size, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -177,7 +191,7 @@ class SSDLite(TaskNet):
         """Feature-map sizes per level, from the backbone's declared reductions (3x3/s2 convs: ceil)."""
         h, w = int(image_size[0]), int(image_size[1])
         sizes = []
-        for r in self.backbone.feature_info.reduction():
+        for r in (self.backbone.feature_info.reduction(i) for i in self.levels):
             gh, gw = h, w
             for _ in range(int(r).bit_length() - 1):  # each stride-2 layer: ceil(x / 2)
                 gh, gw = (gh + 1) // 2, (gw + 1) // 2
@@ -233,7 +247,14 @@ class SSDLite(TaskNet):
         return {"postprocess_mode": self.postprocess_mode, "score_fn": self.score_fn, **config_to_meta(self.postprocess_cfg)}
 
 
-def build_ssdlite(
+def build_ssdlite(num_classes: int, width_mult: float = 1.0, size: int | Sequence[int] = 320, **kwargs) -> SSDLite:
+    """SSDLite-MobileNetV2 (keyword options: ``ssdlite_parts``). ``num_classes`` counts the background
+    (COCO: 81 contiguous, 91 original ids). Backbone weights and freezing: ``TaskModule``'s
+    ``pretrained`` and ``freeze_backbone`` (or ``load_pretrained(model.backbone, path)``)."""
+    return SSDLite(**ssdlite_parts(num_classes, width_mult, size, **kwargs))
+
+
+def ssdlite_parts(
     num_classes: int,
     width_mult: float = 1.0,
     size: int | Sequence[int] = 320,
@@ -256,21 +277,24 @@ def build_ssdlite(
     postprocess_mode: str = "eval",
     bn_eps: float = 1e-3,
     bn_momentum: float = 0.03,
-) -> SSDLite:
-    """SSDLite-MobileNetV2. ``num_classes`` counts the background (COCO: 81 contiguous, 91 original ids).
+    extra_taps: Sequence[int | str] = (),
+) -> dict:
+    """The built parts of an SSDLite-MobileNetV2, as keyword arguments of ``SSDLite`` (or of a network
+    that extends it, like the multi-task one; ``extra_taps``: backbone taps for its other heads).
 
     ``size`` is the nominal input (int or (H, W)); anchors follow any input size. Anchors: per-level
     ``aspect_ratios`` (or one list for all) with scales from ``min_ratio`` to ``max_ratio`` or explicit
     ``anchor_scales`` (levels + 1 values); ``reduce_lowest_level`` gives the first level 3 boxes
     (``lowest_scale`` square + one ratio pair), as the paper's TF configuration does (6 elsewhere). ``eval_postprocess`` / ``deploy_postprocess`` override fields
-    of ``EVAL_POSTPROCESS`` / ``DEPLOY_POSTPROCESS``. Backbone weights and freezing: ``TaskModule``'s
-    ``pretrained`` and ``freeze_backbone`` (or ``load_pretrained(model.backbone, path)``).
+    of ``EVAL_POSTPROCESS`` / ``DEPLOY_POSTPROCESS``.
     """
     if num_classes < 2:
         raise ValueError(f"num_classes counts the background and must be >= 2, got {num_classes}")
     norm_layer = partial(nn.BatchNorm2d, eps=bn_eps, momentum=bn_momentum)
-    backbone = MobileNetV2Backbone(width_mult, out_indices=SSDLITE_TAPS, norm_layer=norm_layer)
-    tap_channels = list(backbone.feature_info.channels())
+    backbone = MobileNetV2Backbone(width_mult, out_indices=(*extra_taps, *SSDLITE_TAPS), norm_layer=norm_layer)
+    # the detector's levels among the backbone's outputs (which come in network order)
+    levels = [backbone.out_indices.index(TAP_INDEX[t]) for t in SSDLITE_TAPS]
+    tap_channels = [backbone.feature_info.channels(i) for i in levels]
     extras, in_chs = nn.ModuleList(), tap_channels[-1]
     for out_chs in extra_channels:
         extras.append(_extra_block(in_chs, int(out_chs), norm_layer))
@@ -288,5 +312,6 @@ def build_ssdlite(
         "deploy": replace(DEPLOY_POSTPROCESS, **(deploy_postprocess or {})),
     }
     hw = (int(size), int(size)) if isinstance(size, (int, float)) else (int(size[0]), int(size[1]))
-    return SSDLite(backbone, extras, head, anchor_generator, box_coder, loss, presets, postprocess_mode,
-                   score_fn="sigmoid" if cls_loss == "focal" else "softmax", image_size=hw)
+    return dict(backbone=backbone, extras=extras, head=head, anchor_generator=anchor_generator, box_coder=box_coder,
+                loss=loss, postprocess=presets, postprocess_mode=postprocess_mode,
+                score_fn="sigmoid" if cls_loss == "focal" else "softmax", image_size=hw, levels=levels)
