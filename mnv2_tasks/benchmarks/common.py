@@ -47,3 +47,13 @@ def timing_parser(description: str | None, repeats: int = 20, warmup: int = 3) -
     p.add_argument("--rounds", type=int, default=3, help="alternating rounds per model (median of medians)")
     p.add_argument("--batches", type=int, nargs="*", help="batch sizes (default per task)")
     return p
+
+
+def cpu_int8_flags() -> str:
+    """The CPU's int8 dot-product instructions (VNNI, AVX-VNNI, ARM dot product), read from the CPU flags."""
+    from pathlib import Path
+
+    info = Path("/proc/cpuinfo")
+    text = info.read_text() if info.is_file() else ""
+    found = [f for f in ("avx512_vnni", "avx_vnni", "asimddp") if f" {f}" in text]
+    return ", ".join(found) if found else "none (no VNNI / dot-product flags)"

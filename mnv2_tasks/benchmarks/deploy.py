@@ -32,7 +32,8 @@ DEFAULT_SIZE = {"classification": 224, "detection": 320, "segmentation": 512}
 def add_options(p: argparse.ArgumentParser) -> None:
     """The ``--deploy-*`` options (``--task deploy``)."""
     g = p.add_argument_group("deploy (--task deploy)")
-    g.add_argument("--deploy-task", action="append", choices=list(DEFAULT_SIZE), help="repeatable; default: classification")
+    g.add_argument("--deploy-task", action="append", choices=[*DEFAULT_SIZE, "multitask"],
+                   help="repeatable; default: classification; multitask: the one-trunk graph against the two single-task graphs")
     g.add_argument("--deploy-ckpt", action="append", default=[], help="task=checkpoint (float or QAT), repeatable")
     g.add_argument("--deploy-size", type=int, default=None, help="latency input size (default per task)")
     g.add_argument("--deploy-calibration-images", type=int, default=32)
@@ -162,8 +163,10 @@ def bench_task(task: str, args, opts) -> str:
 
 
 def run(args) -> str:
+    from .multitask import run_multitask
+
     tasks = args.deploy_task or ["classification"]
-    return "\n\n".join(bench_task(t, args, args) for t in tasks)
+    return "\n\n".join(run_multitask(args) if t == "multitask" else bench_task(t, args, args) for t in tasks)
 
 
 if __name__ == "__main__":
