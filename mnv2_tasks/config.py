@@ -7,7 +7,7 @@ from typing import Sequence
 
 __all__ = ["CONF_DIR", "compose_train_config"]
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+CONF_DIR = Path(__file__).resolve().parent / "conf"  # shipped inside the package
 
 
 def compose_train_config(overrides: Sequence[str], config_name: str = "train"):

@@ -15,8 +15,6 @@ declares it takes no MobileNetV2 weights (``TaskNet.takes_mobilenetv2_weights``)
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import logging
@@ -32,16 +30,13 @@ __all__ = ["ensure_embedded_backbone"]
 BACKBONE_FILE = "backbone.ckpt"
 
 
-@contextlib.contextmanager
 def _locked(path: Path):
-    """An exclusive file lock, so that concurrent runs (DDP ranks, parallel jobs) train the backbone once."""
+    """An exclusive lock on ``path`` (``filelock``: POSIX and Windows), so that concurrent runs (DDP
+    ranks, parallel jobs) train the backbone once."""
+    from filelock import FileLock
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    return FileLock(str(path))
 
 
 def ensure_embedded_backbone(

@@ -50,3 +50,21 @@ def test_pretrained_backbone_applies_only_when_it_should(make_cfg, shapes_root, 
 
     tv = make_cfg("task=detection", "model=ssdlite_tv_mnv3", QUICK_OVERRIDE)
     assert _pretrained_backbone(tv) is None  # its network declares it takes no MobileNetV2 weights
+
+
+def test_the_cache_lock_serialises_processes(tmp_path):
+    """Two processes that want the same cache entry take turns (the lock is portable: filelock, no fcntl)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, time; from pathlib import Path; from mnv2_tasks.pretrain import _locked\n"
+            "with _locked(Path(sys.argv[1])):\n"
+            "    t0 = time.time(); time.sleep(0.6); print(t0, time.time())\n")
+    lock = tmp_path / "x" / ".entry.lock"
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(lock)], stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    spans = sorted(tuple(map(float, p.communicate(timeout=60)[0].split())) for p in procs)
+    assert all(p.returncode == 0 for p in procs)
+    assert spans[1][0] >= spans[0][1] - 0.01  # the second held the lock only after the first let go
+    import mnv2_tasks.pretrain as pretrain
+
+    assert "fcntl" not in vars(pretrain)  # importable where fcntl does not exist (Windows)

@@ -1,6 +1,6 @@
-"""Speed and size against references measured in the same run (``mnv2_tasks.benchmarks``); ``--help`` lists every option."""
+"""Speed and size against references measured in the same run (``mnv2-benchmark`` once installed); ``--help`` lists every option."""
 
-from mnv2_tasks.benchmarks.cli import main
+from mnv2_tasks.cli import benchmark_main
 
 if __name__ == "__main__":
-    main()
+    benchmark_main()

@@ -47,7 +47,7 @@ class QATCallback(QuantCallback):
 
     # ---- setup: swap the network for its QAT graph ------------------------------------------
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if stage != "fit" or isinstance(pl_module.net, QuantNet):
+        if stage != "fit" or self._float_net is not None:  # the network is already its QAT graph
             return
         if pl_module.freeze_backbone:
             raise ValueError("quant=qat with model.freeze_backbone=true is not supported: QAT fine-tunes the whole network")

@@ -1,0 +1,13 @@
+"""mnv2_tasks: MobileNetV2 as a backbone for classification, SSDLite detection and DeepLabV3-lite segmentation."""
+
+__version__ = "0.1.0"
+
+
+def load_model(ckpt_path, map_location="cpu"):
+    """The plain inference ``nn.Module`` from a training checkpoint (see ``mnv2_tasks.checkpoint.load_model``)."""
+    from .checkpoint import load_model as _load_model
+
+    return _load_model(ckpt_path, map_location)
+
+
+__all__ = ["load_model", "__version__"]

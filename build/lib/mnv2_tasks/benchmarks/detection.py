@@ -1,0 +1,125 @@
+"""Detection benchmark: our SSDLite-MobileNetV2 against torchvision's ssdlite320_mobilenet_v3_large.
+
+    python -m mnv2_tasks.benchmarks.detection                       # params, MAdds, CPU latency at 320 (batch 1 and 8)
+    python -m mnv2_tasks.benchmarks.detection --train               # + both trained on the embedded data, same pipeline
+    python tools/benchmark.py --task detection [--train]  # the same, through the generic entry point
+
+Size and speed use the COCO configuration (81 classes, 320x320, width 1.0, no pretrained weights),
+postprocessing included (each model's evaluation defaults). ``--train`` runs ``train(cfg)`` with
+``task=detection`` three times: ours as configured (embedded pretrained backbone), ours with
+``pretrain=none``, and ``model=ssdlite_tv_mnv3`` (torchvision's, which cannot take MobileNetV2
+weights, from scratch): same data, augmentation, epochs, optimizer and schedule; extra Hydra
+overrides apply to all (``--override key=value``); ``--variants`` picks a subset.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from .common import count_madds, count_params, median_latency_ms, timing_parser
+
+
+def _models(num_classes: int = 81, size: int = 320):
+    from ..models import build_ssdlite, build_torchvision_ssdlite
+
+    torch.manual_seed(0)
+    return {
+        "ours: SSDLite-MobileNetV2 1.0": build_ssdlite(num_classes, 1.0, size).eval(),
+        "torchvision ssdlite320_mobilenet_v3_large": build_torchvision_ssdlite(num_classes, size).eval(),
+    }
+
+
+def size_and_speed(args) -> str:
+    models = _models()
+    x1 = torch.randn(1, 3, 320, 320)
+    lines = ["| model (81 classes, 320x320) | params | MAdds |", "|---|---:|---:|"]
+    for name, m in models.items():
+        lines.append(f"| {name} | {count_params(m):,} | {count_madds(m, x1) / 1e9:.3f}B |")
+    lines += ["", "| batch | " + " | ".join(f"{n} (ms)" for n in models) + " | ratio ours/torchvision |",
+              "|---:|" + "---:|" * (len(models) + 1)]
+    with torch.inference_mode():
+        for batch in args.batches or (1, 8):
+            # random images give many low-score boxes: postprocessing is exercised at its evaluation defaults
+            x = torch.randn(batch, 3, 320, 320)
+            times = {n: [] for n in models}
+            for _ in range(args.rounds):  # interleaved, so that drift in machine load hits both alike
+                for n, m in models.items():
+                    times[n].append(median_latency_ms(lambda: m(x), args.warmup, args.repeats))
+            med = [sorted(t)[len(t) // 2] for t in times.values()]
+            lines.append(f"| {batch} | " + " | ".join(f"{t:.1f}" for t in med) + f" | {med[0] / med[1]:.3f} |")
+    return "\n".join(lines)
+
+
+def _compose(overrides: list[str], out_dir: Path):
+    from omegaconf import open_dict
+
+    from ..config import compose_train_config
+
+    cfg = compose_train_config(overrides)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(out_dir)
+        cfg.trainer.enable_progress_bar = False
+    return cfg
+
+
+def train_side_by_side(args) -> str:
+    from ..train import train
+
+    out_root = Path(args.out_dir)
+    rows = []
+    variants = (("ours", "ours: SSDLite-MobileNetV2 (embedded pretrained backbone, the default)", []),
+                ("ours_scratch", "ours: SSDLite-MobileNetV2 from scratch (pretrain=none)", ["pretrain=none"]),
+                ("torchvision", "torchvision ssdlite320_mobilenet_v3_large from scratch", ["model=ssdlite_tv_mnv3"]))
+    for tag, name, model_override in variants:
+        if tag not in args.variants:
+            continue
+        cfg = _compose(["task=detection", *model_override, *args.override], out_root / tag)
+        t0 = time.time()
+        metrics = train(cfg)
+        wall = time.time() - t0
+        rows.append((name, cfg.model.net.get("width_mult", "-"), cfg.data.image_size, cfg.trainer.max_epochs, metrics, wall, out_root / tag))
+    lines = ["| model (embedded shapes val) | width | input | epochs | mAP | mAP50 | mAP75 | train+eval wall |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, width, size, epochs, m, wall, _ in rows:
+        lines.append(f"| {name} | {width} | {size} | {epochs} | {m['mAP']:.3f} | {m['mAP50']:.3f} | {m['mAP75']:.3f} | {wall / 60:.1f} min |")
+    lines.append("")
+    lines.append("run dirs: " + ", ".join(str(r[-1]) for r in rows))
+    (out_root / "side_by_side.json").write_text(json.dumps(
+        [{"model": r[0], "mAP": r[4]["mAP"], "mAP50": r[4]["mAP50"], "mAP75": r[4]["mAP75"], "wall_s": r[5]} for r in rows], indent=2))
+    return "\n".join(lines)
+
+
+def add_options(p: argparse.ArgumentParser) -> None:
+    """The detection benchmark's own options (``--task detection``)."""
+    g = p.add_argument_group("detection (--task detection)")
+    g.add_argument("--train", action="store_true", help="also train the models on the embedded data and compare mAP")
+    g.add_argument("--override", action="append", default=[], help="Hydra override for every training run (repeatable)")
+    g.add_argument("--out-dir", default="outputs/bench_detection", help="where --train's runs go")
+    g.add_argument("--variants", nargs="+", default=["ours", "ours_scratch", "torchvision"],
+                   choices=["ours", "ours_scratch", "torchvision"], help="which models --train trains")
+
+
+def run(args) -> str:
+    """Markdown: size and speed, and (``--train``) the side-by-side training."""
+    parts = [size_and_speed(args)]
+    if args.train:
+        parts.append(train_side_by_side(args))
+    return "\n\n".join(parts)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = timing_parser(__doc__, repeats=10, warmup=2)
+    add_options(p)
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {args.threads} threads, median of {args.repeats} runs x {args.rounds} rounds\n")
+    print(run(args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,106 @@
+"""Command lines of the package, installed as console scripts (``pyproject.toml``) and run by the
+thin scripts of a checkout (``train.py``, ``tools/*.py``):
+
+    mnv2-train task=detection                  # python train.py ...          (Hydra overrides)
+    mnv2-eval task=detection ckpt=<file>       # python tools/eval.py ...
+    mnv2-export <ckpt> [--precision int8]      # python tools/export.py ...
+    mnv2-benchmark --task deploy               # python tools/benchmark.py ...
+
+The Hydra configuration ships inside the package (``mnv2_tasks/conf``), so these work from any
+directory after ``pip install``; runs go to ``./outputs/<task>/<time>``. Your own config groups
+and ``experiment=`` files: ``mnv2-train --config-dir /my/conf experiment=mine`` (or
+``hydra.searchpath=[file:///my/conf]``) adds a directory to Hydra's search path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+__all__ = ["train_main", "eval_main", "export_main", "benchmark_main"]
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def train_main(cfg: DictConfig) -> float | None:
+    """Train a task (``conf/train.yaml``); returns the value of ``optimized_metric`` for Hydra's sweepers."""
+    from .train import train
+
+    metrics = train(cfg)
+    key = cfg.get("optimized_metric")  # the value Hydra's sweepers optimise, if asked: optimized_metric=top1
+    return metrics.get(key) if key else None
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="eval")
+def eval_main(cfg: DictConfig) -> None:
+    """Evaluate a model file on the validation set (``conf/eval.yaml``); print and write ``eval_metrics.json``."""
+    from .evaluate import evaluate, write_metrics
+
+    metrics = evaluate(cfg)
+    path = write_metrics(metrics, cfg.paths.output_dir)
+    width = max(len(k) for k in metrics)
+    for k, v in metrics.items():
+        print(f"{k:<{width}}  {v:.4f}" if isinstance(v, float) else f"{k:<{width}}  {v}")
+    print(f"written: {path}")
+
+
+EXPORT_HELP = """Export a checkpoint of this package to ONNX (opset 20, dynamic batch), float or int8, and check it in ONNX Runtime.
+
+    mnv2-export outputs/classification/.../checkpoints/last.ckpt                 # fp32 and int8
+    mnv2-export last.ckpt --precision int8 --calibration-images 128               # PTQ on the fly
+    mnv2-export qat_run/checkpoints/last.ckpt --precision int8                   # QAT checkpoint
+    mnv2-export det.ckpt --outputs decoded       # decoded boxes + per-class scores, no NMS
+    mnv2-export seg.ckpt --outputs argmax        # (N, H, W) int64 masks instead of logits
+    mnv2-export last.ckpt data.root=/data/coco   # data overrides: where the val/calibration images are
+
+The task, network and input size come from the checkpoint; every file is run in ONNX Runtime at
+batch 1 and batch --check-images against PyTorch and the differences are printed.
+"""
+
+
+def export_parser() -> argparse.ArgumentParser:
+    from .quant.onnx_export import OPSET
+
+    p = argparse.ArgumentParser(prog="mnv2-export", description=EXPORT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("ckpt", help="training checkpoint (.ckpt) of this package: float or QAT")
+    p.add_argument("--precision", choices=["fp32", "int8", "both"], default="both")
+    p.add_argument("--outputs", default=None, help="classification: logits; detection: nms (default) or decoded; "
+                   "segmentation: logits (default) or argmax; multitask: nms+logits (default) or nms+argmax")
+    p.add_argument("--postprocess", choices=["eval", "deploy"], default=None,
+                   help="detection: the NMS preset baked into the graph (default: the checkpoint's, 'eval')")
+    p.add_argument("--out-dir", default=None, help="default: next to the checkpoint (<ckpt stem>.<precision>.onnx)")
+    p.add_argument("--calibration-images", type=int, default=64, help="PTQ (int8 from a float checkpoint)")
+    p.add_argument("--check-images", type=int, default=8, help="validation images the ORT-vs-PyTorch check runs on")
+    p.add_argument("--task", default=None, help="assert the checkpoint's task (error if it differs)")
+    p.add_argument("--opset", type=int, default=OPSET)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--json", default=None, help="also write the report to this file")
+    p.add_argument("overrides", nargs="*", help="Hydra overrides of the task's config: data.root=..., paths.data_dir=...")
+    return p
+
+
+def export_main(argv: list[str] | None = None) -> dict:
+    """``mnv2-export``: a checkpoint to ONNX files, each checked in ONNX Runtime; returns the report."""
+    from .checkpoint import CheckpointError
+    from .quant.export import export_checkpoint
+
+    args = export_parser().parse_intermixed_args(argv)
+    try:
+        report = export_checkpoint(args.ckpt, args.precision, args.outputs, args.postprocess, args.out_dir,
+                                   args.calibration_images, args.check_images, args.task, args.opset, args.threads,
+                                   args.overrides)
+    except (CheckpointError, ValueError) as e:
+        raise SystemExit(f"error: {e}") from None
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2))
+    return report
+
+
+def benchmark_main(argv: list[str] | None = None) -> None:
+    """``mnv2-benchmark``: the benchmark tables (``mnv2_tasks.benchmarks``); ``--help`` lists every option."""
+    from .benchmarks.cli import main
+
+    main(argv)

@@ -1,0 +1,334 @@
+"""Detection data in COCO format: any instances JSON with its image folder, the embedded shapes included.
+
+Batches are ``{"image": (N, 3, H, W) float normalized, "target": [ {"boxes": (M, 4) xyxy float32 in
+input pixels, "labels": (M,) int64 in 1..K, "ignore_boxes": (I, 4)} ], "meta": [ {"image_id",
+"file_name", "orig_size": (h, w), "input_size": (H, W)} ]}``. Labels are contiguous (0 = background,
+1..K the categories sorted by COCO id); ``label_to_cat_id`` maps them back for results. Crowd boxes
+are not targets (they travel as ``ignore_boxes``); images without objects are kept as negatives.
+
+Bad input raises ``DataError`` naming the file and the entry: a file that is not JSON or lacks
+``images``/``annotations``/``categories``, an annotation with an unknown category id or a box
+outside its image, an image missing on disk, a corrupt image. With ``on_bad="warn"`` the bad
+annotations and missing images are dropped instead, and counted in one warning.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections import Counter
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .det_transforms import detection_pipeline, ssd_train_transforms
+from .images import DataError, read_rgb
+from .loaders import TaskDataModule
+from .shapes import ensure_shapes
+
+log = logging.getLogger(__name__)
+
+__all__ = ["CocoDetection", "CocoDataModule", "detection_collate", "load_coco_json", "DataError"]
+
+REQUIRED_KEYS = ("images", "annotations", "categories")
+
+
+def load_coco_json(ann_file: str | Path) -> dict:
+    """Read a COCO instances file, checking that it is JSON with ``images``, ``annotations`` and ``categories`` lists."""
+    ann_file = Path(ann_file)
+    if not ann_file.is_file():
+        raise DataError(f"{ann_file}: annotation file not found; set data.root / the ann_file paths")
+    try:
+        data = json.loads(ann_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(f"{ann_file}: not a JSON file ({e}); expected a COCO instances file") from None
+    if not isinstance(data, dict):
+        raise DataError(f"{ann_file}: the JSON holds a {type(data).__name__}, expected a COCO object with keys {list(REQUIRED_KEYS)}")
+    missing = [k for k in REQUIRED_KEYS if k not in data]
+    if missing:
+        raise DataError(f"{ann_file}: missing key(s) {missing}; a COCO instances file needs {list(REQUIRED_KEYS)}")
+    bad = [k for k in REQUIRED_KEYS if not isinstance(data[k], list)]
+    if bad:
+        raise DataError(f"{ann_file}: {bad} must be lists")
+    return data
+
+
+class CocoDetection(Dataset):
+    """One image of a COCO instances file per item (see the module docstring for the sample format).
+
+    Args:
+        ann_file: COCO instances JSON.
+        img_dir: folder the images' ``file_name`` are relative to.
+        transform: an albumentations pipeline from ``det_transforms.detection_pipeline``.
+        cat_ids: category ids in label order (labels 1..K); default: this file's, sorted. Give the
+            training set's to the validation set so that both use the same labels.
+        on_bad: ``"error"`` (default) or ``"warn"``: drop bad annotations and missing images, counted.
+        box_tolerance: pixels a box may extend past the image border before it is an error (it is clipped).
+        check_files: check at construction that every image file exists.
+    """
+
+    def __init__(
+        self,
+        ann_file: str | Path,
+        img_dir: str | Path,
+        transform=None,
+        cat_ids: Sequence[int] | None = None,
+        on_bad: str = "error",
+        box_tolerance: float = 1.0,
+        check_files: bool = True,
+    ) -> None:
+        if on_bad not in ("error", "warn"):
+            raise ValueError(f"on_bad must be 'error' or 'warn', got {on_bad!r}")
+        self.ann_file, self.img_dir = Path(ann_file), Path(img_dir)
+        self.transform = transform
+        self.box_tolerance_px = float(box_tolerance)
+        self.on_bad = on_bad
+        self.problems: Counter = Counter()
+        self._examples: dict[str, str] = {}
+        data = load_coco_json(self.ann_file)
+        if not self.img_dir.is_dir():
+            raise DataError(f"{self.img_dir}: image folder not found (for {self.ann_file}); set the img_dir paths")
+
+        # categories <-> contiguous labels
+        for i, c in enumerate(data["categories"]):
+            if not isinstance(c, dict) or "id" not in c:
+                raise DataError(f"{self.ann_file}: categories[{i}] has no 'id': {str(c)[:200]}")
+        self.categories = {int(c["id"]): c for c in data["categories"]}
+        if not self.categories:
+            raise DataError(f"{self.ann_file}: 'categories' is empty; detection needs at least one category")
+        self.cat_ids = [int(c) for c in cat_ids] if cat_ids is not None else sorted(self.categories)
+        self.cat_id_to_label = {cid: i + 1 for i, cid in enumerate(self.cat_ids)}
+        self.label_to_cat_id = [0] + list(self.cat_ids)  # index 0: background
+        unknown = sorted(set(self.categories) - set(self.cat_ids))
+        if unknown:
+            raise DataError(f"{self.ann_file}: categories {unknown} are not among the training categories {self.cat_ids}")
+
+        # images
+        self.images: dict[int, dict] = {}
+        for i, im in enumerate(data["images"]):
+            if not isinstance(im, dict) or not {"id", "file_name"} <= set(im):
+                raise DataError(f"{self.ann_file}: images[{i}] needs 'id' and 'file_name': {str(im)[:200]}")
+            if im["id"] in self.images:
+                raise DataError(f"{self.ann_file}: images[{i}] repeats image id {im['id']}")
+            self.images[im["id"]] = im
+        missing_files = []
+        if check_files:
+            missing_files = [im for im in self.images.values() if not (self.img_dir / im["file_name"]).is_file()]
+            for im in missing_files:
+                self._problem("image file missing", f"image id {im['id']}: {self.img_dir / im['file_name']} does not exist")
+            if missing_files and on_bad == "error":
+                first = missing_files[0]
+                raise DataError(
+                    f"{self.img_dir / first['file_name']}: image missing on disk (image id {first['id']} in {self.ann_file}); "
+                    f"{len(missing_files)} of {len(self.images)} images are missing. Fix img_dir, or set data.on_bad=warn to skip them"
+                )
+        missing_ids = {im["id"] for im in missing_files}
+
+        # annotations, grouped per image
+        self.anns: dict[int, list[dict]] = {i: [] for i in self.images}
+        for i, ann in enumerate(data["annotations"]):
+            self._add_annotation(i, ann)
+        self.ids = [i for i in self.images if i not in missing_ids]
+        if self.problems:
+            summary = ", ".join(f"{n} x {k}" for k, n in self.problems.items())
+            log.warning("%s: dropped bad entries (%s); e.g. %s", self.ann_file, summary, "; ".join(self._examples.values()))
+
+    def _problem(self, kind: str, detail: str) -> None:
+        self.problems[kind] += 1
+        self._examples.setdefault(kind, detail)
+
+    def _bad(self, kind: str, detail: str, fix: str) -> None:
+        """An error naming the file and the entry, or (``on_bad="warn"``) a counted drop."""
+        if self.on_bad == "error":
+            raise DataError(f"{self.ann_file}: {detail}. {fix}")
+        self._problem(kind, detail)
+
+    def _add_annotation(self, i: int, ann: Any) -> None:
+        where = f"annotations[{i}] (id {ann.get('id', '?')})" if isinstance(ann, dict) else f"annotations[{i}]"
+        if not isinstance(ann, dict) or not {"image_id", "category_id", "bbox"} <= set(ann):
+            return self._bad("malformed annotation", f"{where} needs image_id, category_id and bbox: {str(ann)[:200]}",
+                             "Fix the annotation file.")
+        im = self.images.get(ann["image_id"])
+        if im is None:
+            return self._bad("unknown image id", f"{where} refers to image id {ann['image_id']}, which is not in 'images'",
+                             "Fix the annotation file or set data.on_bad=warn to drop it.")
+        if ann["category_id"] not in self.cat_id_to_label:
+            return self._bad("unknown category id", f"{where} of image {im['file_name']} has category_id {ann['category_id']}, "
+                             f"not in 'categories' {self.cat_ids}", "Add the category or fix the id (or data.on_bad=warn to drop it).")
+        bbox = ann["bbox"]
+        if not (isinstance(bbox, (list, tuple)) and len(bbox) == 4 and all(isinstance(v, (int, float)) and math.isfinite(v) for v in bbox)):
+            return self._bad("malformed bbox", f"{where} of image {im['file_name']} has bbox {bbox!r}; expected [x, y, width, height]",
+                             "Fix the annotation file.")
+        x, y, w, h = (float(v) for v in bbox)
+        if w <= 0 or h <= 0:  # degenerate: common in real sets, never a target
+            self._problem("degenerate box", f"{where} of image {im['file_name']}: bbox {bbox}")
+            return None
+        if "width" in im and "height" in im:
+            tol = self.box_tolerance_px
+            W, H = float(im["width"]), float(im["height"])
+            if x < -tol or y < -tol or x + w > W + tol or y + h > H + tol:
+                self._bad("box outside the image", f"{where} of image {im['file_name']} (id {im['id']}): bbox [x, y, w, h] = {bbox} "
+                          f"extends outside the {im['width']}x{im['height']} image",
+                          f"Fix the box or the image size (tolerance {tol} px), or set data.on_bad=warn to clip it")
+            x0, y0 = min(max(x, 0.0), W), min(max(y, 0.0), H)
+            x1, y1 = min(max(x + w, 0.0), W), min(max(y + h, 0.0), H)
+            if x1 - x0 <= 0 or y1 - y0 <= 0:
+                self._problem("degenerate box", f"{where} of image {im['file_name']}: bbox {bbox} has no area inside the image")
+                return None
+        else:
+            x0, y0, x1, y1 = x, y, x + w, y + h
+        self.anns[im["id"]].append({"box": [x0, y0, x1, y1], "label": self.cat_id_to_label[ann["category_id"]],
+                                    "iscrowd": bool(ann.get("iscrowd", 0))})
+        return None
+
+    @property
+    def num_classes(self) -> int:
+        """Categories + background."""
+        return len(self.cat_ids) + 1
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def load(self, idx: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+        """Image (H, W, 3) uint8, boxes (M, 4) xyxy, labels (M,) with crowd boxes labelled 0, image entry."""
+        im = self.images[self.ids[idx]]
+        path = self.img_dir / im["file_name"]
+        try:
+            image = read_rgb(path)
+        except DataError as e:
+            raise DataError(f"{e} [image id {im['id']} in {self.ann_file}]") from None
+        anns = self.anns[im["id"]]
+        boxes = np.asarray([a["box"] for a in anns], dtype=np.float32).reshape(-1, 4)
+        labels = np.asarray([0 if a["iscrowd"] else a["label"] for a in anns], dtype=np.int64)
+        h, w = image.shape[:2]
+        if "width" in im and "height" in im and (int(im["height"]), int(im["width"])) != (h, w):
+            if self.on_bad == "error":
+                raise DataError(f"{path}: image is {w}x{h} on disk but {self.ann_file} says {im['width']}x{im['height']} "
+                                f"(image id {im['id']}); fix the annotation file or set data.on_bad=warn to rescale its boxes")
+            boxes = boxes * np.array([w / im["width"], h / im["height"]] * 2, dtype=np.float32)
+        return image, boxes, labels, im
+
+    def __getitem__(self, idx: int) -> dict:
+        return self.make_sample(*self.load(idx))
+
+    def make_sample(self, image: np.ndarray, boxes: np.ndarray, labels: np.ndarray, im: dict, **extra: np.ndarray) -> dict:
+        """The sample of ``load``'s outputs, transformed; ``extra`` targets (e.g. ``mask=``) go through the
+        same transform and come back as entries of the sample."""
+        orig_h, orig_w = image.shape[:2]
+        if self.transform is not None:
+            out = self.transform(image=image, bboxes=boxes, labels=labels, **extra)
+            image = out["image"]
+            boxes = np.asarray(out["bboxes"], dtype=np.float32).reshape(-1, 4)
+            labels = np.asarray(out["labels"], dtype=np.int64).reshape(-1)
+            extra = {k: out[k] for k in extra}
+        else:
+            image = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float()
+            extra = {k: torch.from_numpy(v) for k, v in extra.items()}
+        in_h, in_w = image.shape[-2:]
+        # clip and drop degenerate boxes once more, whatever the transform did
+        boxes = torch.from_numpy(boxes).reshape(-1, 4)
+        boxes[:, 0::2] = boxes[:, 0::2].clamp(0, in_w)
+        boxes[:, 1::2] = boxes[:, 1::2].clamp(0, in_h)
+        labels = torch.from_numpy(labels)
+        ok = (boxes[:, 2] - boxes[:, 0] > 0) & (boxes[:, 3] - boxes[:, 1] > 0)
+        boxes, labels = boxes[ok], labels[ok]
+        crowd = labels == 0
+        target = {"boxes": boxes[~crowd], "labels": labels[~crowd], "ignore_boxes": boxes[crowd]}
+        meta = {"image_id": im["id"], "file_name": im["file_name"], "orig_size": (orig_h, orig_w), "input_size": (int(in_h), int(in_w))}
+        return {"image": image, "target": target, "meta": meta, **extra}
+
+
+def detection_collate(samples: list[dict]) -> dict:
+    """Stack images; keep targets and meta as lists (one per image)."""
+    return {
+        "image": torch.stack([s["image"] for s in samples]),
+        "target": [s["target"] for s in samples],
+        "meta": [s["meta"] for s in samples],
+    }
+
+
+class CocoDataModule(TaskDataModule):
+    """Train and val COCO sets. Paths are relative to ``root`` unless absolute.
+
+    ``train_transforms``: built albumentations transforms (Hydra ``_target_`` list in the data
+    config); ``None`` gives ``ssd_train_transforms()``. Both pipelines end with a resize to
+    ``image_size`` (non aspect-preserving, as SSD) and normalization; evaluation only resizes.
+    ``shapes_root`` generates the embedded shapes data set there first. ``num_classes`` (categories +
+    background), when given, is checked against the files, so that configs can pass it to the model.
+    """
+
+    collate_fn = staticmethod(detection_collate)
+
+    def __init__(
+        self,
+        root: str,
+        train_ann_file: str = "annotations/instances_train2017.json",
+        train_img_dir: str = "train2017",
+        val_ann_file: str = "annotations/instances_val2017.json",
+        val_img_dir: str = "val2017",
+        image_size: int | Sequence[int] = 320,
+        batch_size: int = 32,
+        eval_batch_size: int | None = None,
+        num_workers: int = 4,
+        train_transforms: list | None = None,
+        on_bad: str = "error",
+        box_tolerance: float = 1.0,
+        min_box_size: float = 1.0,
+        num_classes: int | None = None,
+        shapes_root: str | None = None,
+    ) -> None:
+        super().__init__(batch_size, eval_batch_size, num_workers, shapes_root)
+        self.root = Path(root)
+        self.expected_num_classes = num_classes
+        self.train_ann_file, self.train_img_dir = self.root / train_ann_file, self.root / train_img_dir
+        self.val_ann_file, self.val_img_dir = self.root / val_ann_file, self.root / val_img_dir
+        self.image_size = image_size
+        augment = list(train_transforms) if train_transforms is not None else ssd_train_transforms()
+        self.train_tf = detection_pipeline(augment, image_size, min_size=min_box_size)
+        self.eval_tf = detection_pipeline([], image_size, min_size=min_box_size)
+        self.on_bad, self.box_tolerance = on_bad, box_tolerance
+
+    def _dataset(self, ann_file: Path, img_dir: Path, transform, cat_ids=None) -> CocoDetection:
+        return CocoDetection(ann_file, img_dir, transform, cat_ids=cat_ids, on_bad=self.on_bad, box_tolerance=self.box_tolerance)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.shapes_root is not None:
+            ensure_shapes(self.shapes_root)
+        if self.train_set is None and stage in (None, "fit"):
+            self.train_set = self._dataset(self.train_ann_file, self.train_img_dir, self.train_tf)
+        if self.val_set is None:
+            cat_ids = self.train_set.cat_ids if self.train_set is not None else None
+            self.val_set = self._dataset(self.val_ann_file, self.val_img_dir, self.eval_tf, cat_ids)
+            n = self.val_set.num_classes
+            if self.expected_num_classes is not None and self.expected_num_classes != n:
+                raise DataError(
+                    f"{self.val_ann_file}: {n - 1} categories (+ background = {n} classes) but data.num_classes="
+                    f"{self.expected_num_classes}; set data.num_classes={n}"
+                )
+
+    @property
+    def num_classes(self) -> int:
+        """Categories + background, as ``build_ssdlite(num_classes=...)`` counts them."""
+        self.setup("validate")
+        return self.val_set.num_classes
+
+    @property
+    def class_names(self) -> list[str]:
+        """Category names of labels 1..K (the background, label 0, is not listed)."""
+        self.setup("validate")
+        ds = self.val_set
+        return [str(ds.categories[c].get("name", c)) for c in ds.cat_ids]
+
+    @property
+    def category_ids(self) -> list[int]:
+        """The data set's category id of labels 1..K."""
+        return [int(c) for c in self.label_to_cat_id[1:]]
+
+    @property
+    def label_to_cat_id(self) -> list[int]:
+        self.setup("validate")
+        return self.val_set.label_to_cat_id

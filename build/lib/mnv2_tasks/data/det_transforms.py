@@ -1,0 +1,142 @@
+"""SSD-style detection augmentation with albumentations: photometric distortion, zoom out,
+IoU-aware random crop, horizontal flip, resize to the model size.
+
+Boxes travel as ``pascal_voc`` (xyxy pixels) with a ``labels`` field; albumentations clips them
+and drops degenerate ones after every transform (``bbox_params``), and the data set checks once
+more at the end. Every transform here can be listed in a data config with ``_target_``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import albumentations as A
+import cv2
+import numpy as np
+from albumentations.augmentations.crops.transforms import BaseCrop
+
+from .transforms import IMAGENET_MEAN, IMAGENET_STD, compose
+
+__all__ = ["MinIoURandomCrop", "ZoomOut", "ssd_photometric", "ssd_train_transforms", "detection_bbox_params", "detection_pipeline"]
+
+
+class MinIoURandomCrop(BaseCrop):
+    """SSD's random crop (Liu et al., 2016, sec. 2.2): pick a minimum IoU from ``min_ious`` (or no crop),
+    then try up to ``max_trials`` crops of ``scale`` x the image side with aspect ``aspect`` until one
+    overlaps some box with at least that IoU. Boxes whose centre leaves the crop are dropped.
+    """
+
+    def __init__(
+        self,
+        min_ious: Sequence[float | None] = (None, 0.1, 0.3, 0.5, 0.7, 0.9),
+        scale: tuple[float, float] = (0.3, 1.0),
+        aspect: tuple[float, float] = (0.5, 2.0),
+        max_trials: int = 40,
+        p: float = 1.0,
+    ) -> None:
+        super().__init__(p=p)
+        self.min_ious = [None if v is None else float(v) for v in min_ious]
+        self.scale, self.aspect, self.max_trials = tuple(scale), tuple(aspect), max_trials
+
+    def get_params_dependent_on_data(self, params: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+        h, w = params["shape"][:2]
+        full = {"crop_coords": (0, 0, w, h)}
+        bboxes = np.asarray(data.get("bboxes", []), dtype=np.float64)
+        # albumentations keeps boxes normalized, with label columns after the 4 coordinates
+        boxes = bboxes[:, :4] * np.array([w, h, w, h]) if bboxes.size else np.zeros((0, 4))
+        min_iou = self.min_ious[self.py_random.randrange(len(self.min_ious))]
+        if min_iou is None:
+            return full
+        for _ in range(self.max_trials):
+            cw = self.py_random.uniform(*self.scale) * w
+            ch = self.py_random.uniform(*self.scale) * h
+            if not self.aspect[0] <= cw / ch <= self.aspect[1]:
+                continue
+            cw, ch = max(1, int(round(cw))), max(1, int(round(ch)))
+            x0 = int(self.py_random.uniform(0, w - cw + 1))
+            y0 = int(self.py_random.uniform(0, h - ch + 1))
+            coords = (x0, y0, min(w, x0 + cw), min(h, y0 + ch))
+            crop = np.array(coords, dtype=np.float64)
+            if len(boxes) == 0:
+                return {"crop_coords": coords}
+            centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+            inside = (centres[:, 0] > coords[0]) & (centres[:, 0] < coords[2]) & (centres[:, 1] > coords[1]) & (centres[:, 1] < coords[3])
+            if not inside.any():
+                continue
+            if _iou(crop, boxes).max() < min_iou:
+                continue
+            return {"crop_coords": coords}
+        return full
+
+    def apply_to_bboxes(self, bboxes: np.ndarray, crop_coords: tuple[int, int, int, int], **params: Any) -> np.ndarray:
+        if len(bboxes):
+            h, w = params["shape"][:2]
+            cx = (bboxes[:, 0] + bboxes[:, 2]) / 2 * w
+            cy = (bboxes[:, 1] + bboxes[:, 3]) / 2 * h
+            x0, y0, x1, y1 = crop_coords
+            bboxes = bboxes[(cx > x0) & (cx < x1) & (cy > y0) & (cy < y1)]
+        return super().apply_to_bboxes(bboxes, crop_coords, **params)
+
+
+def _iou(crop: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    lt = np.maximum(crop[:2], boxes[:, :2])
+    rb = np.minimum(crop[2:], boxes[:, 2:])
+    inter = np.clip(rb - lt, 0, None).prod(1)
+    area_c = (crop[2:] - crop[:2]).prod()
+    area_b = (boxes[:, 2:] - boxes[:, :2]).prod(1)
+    return inter / np.maximum(area_c + area_b - inter, 1e-9)
+
+
+def ZoomOut(max_ratio: float = 4.0, p: float = 0.5, fill: Sequence[float] | None = None) -> A.BasicTransform:
+    """SSD's "expand": place the image on a canvas up to ``max_ratio`` times its side, at a random
+    position, filled with the mean colour (boxes shrink with the image once resized)."""
+    per_side = (max_ratio - 1.0) / 2.0
+    fill = tuple(int(round(255 * m)) for m in IMAGENET_MEAN) if fill is None else tuple(fill)
+    return A.CropAndPad(percent=(0.0, per_side), keep_size=False, sample_independently=True,
+                        border_mode=cv2.BORDER_CONSTANT, fill=fill, p=p)
+
+
+def ssd_photometric(p: float = 0.8) -> A.BasicTransform:
+    """SSD's photometric distortion: brightness, contrast, saturation and hue, in one of two orders."""
+    return A.OneOf([
+        A.ColorJitter(brightness=0.125, contrast=0.5, saturation=0.5, hue=0.05, p=1.0),
+        A.Sequential([A.RandomBrightnessContrast(0.125, 0.5, p=1.0), A.HueSaturationValue(18, 30, 0, p=1.0)], p=1.0),
+    ], p=p)
+
+
+def ssd_train_transforms(
+    photometric: float = 0.8,
+    zoom_out: float = 4.0,
+    zoom_out_p: float = 0.5,
+    min_iou_crop_p: float = 0.8,
+    hflip: float = 0.5,
+) -> list:
+    """The SSD recipe (before the resize ``detection_pipeline`` appends); ``0`` turns a part off."""
+    out: list = []
+    if photometric:
+        out.append(ssd_photometric(photometric))
+    if zoom_out_p and zoom_out > 1.0:
+        out.append(ZoomOut(zoom_out, p=zoom_out_p))
+    if min_iou_crop_p:
+        out.append(MinIoURandomCrop(p=min_iou_crop_p))
+    if hflip:
+        out.append(A.HorizontalFlip(p=hflip))
+    return out
+
+
+def detection_bbox_params(min_size: float = 1.0) -> A.BboxParams:
+    """xyxy pixel boxes with a ``labels`` field; clipped, and boxes under ``min_size`` px dropped, after every transform."""
+    return A.BboxParams(format="pascal_voc", label_fields=["labels"], clip=True, filter_invalid_bboxes=True,
+                        min_width=min_size, min_height=min_size, check_each_transform=True)
+
+
+def detection_pipeline(
+    transforms: Sequence[A.BasicTransform] | None,
+    size: int | Sequence[int],
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+    min_size: float = 1.0,
+) -> A.Compose:
+    """``transforms`` + resize to ``size`` (int or (H, W), aspect not kept, as SSD) + Normalize + ToTensorV2."""
+    h, w = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    return compose([*(transforms or []), A.Resize(height=h, width=w)], mean, std, bbox_params=detection_bbox_params(min_size))

@@ -1,0 +1,98 @@
+"""Classification data: any ImageFolder tree (``<root>/{train,val}/<class>/*.jpg``), ImageNet's included."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import albumentations as A
+from torch.utils.data import Dataset
+from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
+
+from .images import DataError, read_rgb
+from .loaders import TaskDataModule
+from .transforms import classification_eval, classification_train, compose
+
+
+class ImageFolderDataset(Dataset):
+    """Samples ``{"image": (3, H, W) float, "target": int}`` from ``root/<class>/<image>``."""
+
+    def __init__(self, root: str | Path, transform: A.Compose | None = None, classes: Sequence[str] | None = None) -> None:
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise DataError(f"{self.root}: data root not found; set data.root to a folder with one sub-folder per class")
+        found, _ = find_classes(str(self.root)) if any(p.is_dir() for p in self.root.iterdir()) else ([], {})
+        if not found:
+            raise DataError(f"{self.root}: no class sub-folders; expected {self.root}/<class>/<image>.jpg")
+        self.classes = list(classes) if classes is not None else found
+        missing = sorted(set(self.classes) - set(found))
+        if missing:
+            raise DataError(f"{self.root}: class folders {missing} are missing (the training split has them); add them or fix data.root")
+        self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
+        for c in self.classes:
+            d = self.root / c
+            if not any(Path(p).suffix.lower() in IMG_EXTENSIONS for p in d.iterdir()):
+                raise DataError(f"{d}: class folder has no images ({', '.join(IMG_EXTENSIONS)}); add images or remove the folder")
+        self.samples = make_dataset(str(self.root), self.class_to_idx, extensions=IMG_EXTENSIONS)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, idx: int) -> dict:
+        path, target = self.samples[idx]
+        image = read_rgb(path)
+        if self.transform is not None:
+            image = self.transform(image=image)["image"]
+        return {"image": image, "target": target}
+
+
+class ImageFolderDataModule(TaskDataModule):
+    """``root/train`` and ``root/val`` ImageFolder trees; ``shapes_root`` generates the embedded set first.
+
+    ``train_transforms`` / ``eval_transforms`` are lists of built albumentations transforms (from
+    ``conf/data/*.yaml``); when ``None`` the ImageNet recipe at ``image_size`` is used.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        image_size: int = 224,
+        batch_size: int = 64,
+        eval_batch_size: int | None = None,
+        num_workers: int = 4,
+        train_transforms: list | None = None,
+        eval_transforms: list | None = None,
+        train_split: str = "train",
+        val_split: str = "val",
+        shapes_root: str | None = None,
+        num_classes: int | None = None,
+    ) -> None:
+        super().__init__(batch_size, eval_batch_size, num_workers, shapes_root)
+        self.root = Path(root)
+        self.expected_num_classes = num_classes  # data.num_classes, checked against the class folders
+        self.image_size = image_size
+        self.train_tf = compose(train_transforms if train_transforms is not None else classification_train(image_size))
+        self.eval_tf = compose(eval_transforms if eval_transforms is not None else classification_eval(image_size))
+        self.train_split, self.val_split = train_split, val_split
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is None and stage in (None, "fit"):
+            self.train_set = ImageFolderDataset(self.root / self.train_split, self.train_tf)
+        if self.val_set is None:
+            classes = self.train_set.classes if self.train_set is not None else None
+            self.val_set = ImageFolderDataset(self.root / self.val_split, self.eval_tf, classes=classes)
+
+    @property
+    def class_names(self) -> list[str]:
+        self.setup("validate")
+        return list(self.val_set.classes)
+
+    @property
+    def num_classes(self) -> int:
+        self.setup("validate")
+        n = len(self.val_set.classes)
+        if self.expected_num_classes is not None and self.expected_num_classes != n:
+            raise ValueError(f"{self.root / self.val_split}: {n} class folders but data.num_classes={self.expected_num_classes}; "
+                             f"set data.num_classes={n}")
+        return n

@@ -1,0 +1,89 @@
+"""DataLoader construction shared by every task's data module."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from .shapes import ensure_shapes
+
+
+def eval_sampler(dataset: Dataset):
+    """Under DDP, a sampler that splits the set across ranks without padding.
+
+    Lightning's default ``DistributedSampler`` repeats samples to even out the ranks, which
+    would count them twice in validation metrics; this one gives every sample to exactly one rank.
+    """
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+
+        return UnrepeatedDistributedSampler(dataset, shuffle=False)
+    return None
+
+
+def make_loader(
+    dataset: Dataset,
+    batch_size: int,
+    train: bool,
+    num_workers: int = 0,
+    collate_fn: Callable | None = None,
+    drop_last: bool | None = None,
+) -> DataLoader:
+    """Training loaders shuffle (Lightning adds a DistributedSampler under DDP); eval loaders never pad."""
+    sampler = None if train else eval_sampler(dataset)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=train,
+        sampler=sampler,
+        num_workers=num_workers,
+        collate_fn=collate_fn,
+        drop_last=(train and len(dataset) > batch_size) if drop_last is None else drop_last,
+        persistent_workers=num_workers > 0,
+        pin_memory=torch.cuda.is_available(),
+    )
+
+
+class TaskDataModule(L.LightningDataModule):
+    """What every data module of the package shares: loader sizes, the embedded data set's
+    generation (``shapes_root``), and the train / val / test loaders over ``train_set`` /
+    ``val_set`` (built by the subclass's ``setup``), batched with ``collate_fn``."""
+
+    collate_fn: Callable | None = None  # a staticmethod in subclasses that batch other than torch's default
+    image_size: int | None = None  # the evaluation input size; None: whole images at their own resolution
+    category_ids: list[int] | None = None  # the data set's own id of each class (COCO category ids of labels 1..K)
+
+    def __init__(self, batch_size: int, eval_batch_size: int | None = None, num_workers: int = 4,
+                 shapes_root: str | None = None) -> None:
+        super().__init__()
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = num_workers
+        self.shapes_root = shapes_root
+        self.train_set: Dataset | None = None
+        self.val_set: Dataset | None = None
+
+    def input_spec(self) -> dict:
+        """What inference needs to feed a model as evaluation on this data does (recorded in checkpoints)."""
+        from .transforms import IMAGENET_MEAN, IMAGENET_STD
+
+        names = self.class_names
+        return {"image_size": self.image_size, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
+                "class_names": list(names) if names is not None else None,
+                "category_ids": list(self.category_ids) if self.category_ids is not None else None}
+
+    def prepare_data(self) -> None:
+        if self.shapes_root is not None:
+            ensure_shapes(self.shapes_root)
+
+    def train_dataloader(self) -> DataLoader:
+        return make_loader(self.train_set, self.batch_size, train=True, num_workers=self.num_workers, collate_fn=self.collate_fn)
+
+    def val_dataloader(self) -> DataLoader:
+        return make_loader(self.val_set, self.eval_batch_size, train=False, num_workers=self.num_workers, collate_fn=self.collate_fn)
+
+    def test_dataloader(self) -> DataLoader:
+        return self.val_dataloader()

@@ -1,0 +1,86 @@
+"""``evaluate(cfg)``: a model file on a validation set through the task's own metric code.
+
+The model file may be a training checkpoint of this package (``.ckpt``), a torchvision / timm /
+package weight file (``.pth``, ``.safetensors``: classification, or a backbone), or an exported
+``.onnx`` (run in ONNX Runtime). ``tools/eval.py`` is its command line; the config is
+``conf/eval.yaml`` (``conf/train.yaml`` plus ``ckpt`` and ``device``).
+
+The model's recorded classes (class names and, for detection, the data set's category ids) are
+compared with the data's: the same ids pass, the same names under other ids are mapped by name
+(logged), anything else is refused (``checkpoint.check_categories``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from .checkpoint import check_categories, check_compatible, read_checkpoint
+from .models.pretrained import CheckpointError, load_pretrained
+
+log = logging.getLogger(__name__)
+
+__all__ = ["evaluate", "write_metrics"]
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def evaluate(cfg: DictConfig) -> dict:
+    """Build the task's module and data from ``cfg``, load ``cfg.ckpt``, evaluate on the val split; return the metrics."""
+    ckpt = Path(cfg.ckpt)
+    device = _device(cfg.get("device", "auto"))
+    datamodule = instantiate(cfg.data)
+    module = instantiate(cfg.model)
+    net_spec = OmegaConf.to_container(cfg.model.net, resolve=True)
+    datamodule.prepare_data()
+    datamodule.setup("validate")
+    data_spec = datamodule.input_spec()
+    if ckpt.suffix == ".onnx":
+        from .quant.ort_runner import onnx_predict_fn
+
+        fn = onnx_predict_fn(ckpt, task=module.task_name)
+        model_spec = fn.input_spec
+    else:
+        model_spec = {}
+        if ckpt.suffix == ".ckpt":
+            loaded = read_checkpoint(ckpt)
+            meta = check_compatible(loaded, module.task_name, net_spec, path=ckpt)
+            module.load_state_dict(loaded["state_dict"])
+            model_spec = meta.get("input") or {}
+        else:  # a torchvision / timm / package weight file
+            report = load_pretrained(module.net, ckpt)
+            if report.missing:
+                raise CheckpointError(f"{ckpt}: these weights are missing for the configured model: {report.missing}")
+        module.to(device).eval()
+
+        def fn(images: torch.Tensor):
+            return module.net(images.to(device))
+
+    ids = check_categories(model_spec, data_spec.get("class_names"), data_spec.get("category_ids"),
+                           source=str(getattr(datamodule, "val_ann_file", None) or getattr(datamodule, "root", "the data")),
+                           model=str(ckpt))
+    if ids is not None:
+        module.set_category_ids(ids)
+    module.eval_output_dir = cfg.paths.output_dir  # where tasks may write prediction files
+    metrics = module.evaluate_with(fn, datamodule.val_dataloader())
+    metrics["ckpt"] = str(ckpt)
+    return metrics
+
+
+def write_metrics(metrics: dict, out_dir: str | Path, name: str = "eval_metrics.json") -> Path:
+    """``metrics`` as JSON (NaN, e.g. a class absent from the set, written as null); returns the path."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()}
+    (out / name).write_text(json.dumps(clean, indent=2, default=float))
+    return out / name

@@ -1,0 +1,100 @@
+"""torchvision's ``ssdlite320_mobilenet_v3_large`` behind the model contract, for side-by-side comparisons.
+
+It trains and evaluates through the same ``DetectionModule``, data pipeline and metric code as
+``SSDLite``: ``deploy_forward`` runs torchvision's backbone and head, ``train_outputs`` its own
+matching and loss, ``postprocess`` its own decoding and NMS. Its input transform is an identity
+(fixed size = the input size, mean 0, std 1), so it sees exactly the pipeline's tensors. It is a
+training baseline only: it takes no MobileNetV2 weights and declares no export format.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, replace
+
+import torch
+from torch import nn
+from torchvision.models.detection.image_list import ImageList
+from torchvision.ops import box_iou
+
+from .contract import TaskNet, image_hw
+from .detection_postprocess import EVAL_POSTPROCESS
+
+__all__ = ["TorchvisionDetector", "build_torchvision_ssdlite"]
+
+
+class TorchvisionDetector(TaskNet):
+    """A torchvision SSD-family detector: ``(N, 3, H, W)`` normalized tensors in, losses (training) or
+    one ``{"boxes", "scores", "labels"}`` per image (eval) out."""
+
+    task = "detection"
+    takes_mobilenetv2_weights = False  # its backbone is MobileNetV3
+
+    def __init__(self, model: nn.Module, num_classes: int, image_size: tuple[int, int]) -> None:
+        super().__init__()
+        self.model = model
+        self.num_classes = num_classes
+        self.image_size = tuple(image_size)
+        self._grids: dict[tuple[int, int], list[tuple[int, int]]] = {}  # input (H, W) -> feature-map sizes
+
+    def backbone_parts(self) -> list[nn.Module]:
+        return [self.model.backbone]
+
+    def pretrained_target(self) -> nn.Module:
+        raise ValueError("torchvision's SSDLite has a MobileNetV3 backbone: it cannot take MobileNetV2 weights")
+
+    def deploy_forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        feats = list(self.model.backbone(images).values())
+        self._grids[image_hw(images)] = [tuple(f.shape[-2:]) for f in feats]
+        return self.model.head(feats)  # {"bbox_regression" (N, A, 4), "cls_logits" (N, A, C)}
+
+    def _anchors(self, images: torch.Tensor) -> list[torch.Tensor]:
+        hw = image_hw(images)
+        maps = [images.new_empty((1, 1, h, w)) for h, w in self._grids[hw]]  # only shapes are read
+        return self.model.anchor_generator(ImageList(images, [hw] * images.shape[0]), maps)
+
+    def train_outputs(self, raw: dict[str, torch.Tensor], images: torch.Tensor, targets: list[dict] | None = None) -> dict:
+        if targets is None:
+            raise ValueError("the detector's loss needs targets: a list of {'boxes', 'labels'} per image")
+        anchors = self._anchors(images)
+        matched = []
+        for a, t in zip(anchors, targets):  # torchvision's SSD.forward matching
+            if t["boxes"].numel() == 0:
+                matched.append(torch.full((a.size(0),), -1, dtype=torch.int64, device=a.device))
+            else:
+                matched.append(self.model.proposal_matcher(box_iou(t["boxes"], a)))
+        return self.model.compute_loss(targets, raw, anchors, matched)
+
+    def postprocess(self, raw: dict[str, torch.Tensor], image_size) -> list[dict]:
+        hw = image_hw(image_size)
+        n = raw["cls_logits"].shape[0]
+        images = raw["cls_logits"].new_empty((n, 3, *hw))
+        dets = self.model.postprocess_detections(raw, self._anchors(images), [hw] * n)
+        return [{"boxes": d["boxes"], "scores": d["scores"], "labels": d["labels"]} for d in dets]
+
+
+def build_torchvision_ssdlite(num_classes: int, size: int = 320, width_mult: float = 1.0,
+                              eval_postprocess: dict | None = None, **not_applicable) -> TorchvisionDetector:
+    """torchvision's ``ssdlite320_mobilenet_v3_large`` (no pretrained weights).
+
+    ``width_mult`` scales its MobileNetV3 backbone. ``eval_postprocess`` fields map onto torchvision's
+    ``score_thresh``, ``nms_thresh``, ``detections_per_img`` and ``topk_candidates`` (which torchvision
+    applies per class). Options of ``build_ssdlite`` that torchvision's model does not have (anchors,
+    losses, ...; a task config may set them for both) are ignored, with a warning, rather than passed
+    on: torchvision's MobileNetV3 would swallow them silently.
+    """
+    from torchvision.models.detection import ssdlite320_mobilenet_v3_large
+
+    if not_applicable:
+        logging.getLogger(__name__).warning(
+            "build_torchvision_ssdlite: ignoring SSDLite-MobileNetV2 options torchvision's model does not have: %s",
+            sorted(not_applicable))
+    pp = asdict(replace(EVAL_POSTPROCESS, **(eval_postprocess or {})))
+    pp["topk_candidates"] = min(pp["topk_candidates"], 300)  # per class in torchvision
+    model = ssdlite320_mobilenet_v3_large(
+        weights=None, weights_backbone=None, num_classes=num_classes, image_mean=[0.0, 0.0, 0.0], image_std=[1.0, 1.0, 1.0],
+        width_mult=width_mult, **pp,
+    )
+    model.transform.fixed_size = (size, size)
+    model.transform.min_size, model.transform.max_size = (size,), size
+    return TorchvisionDetector(model, num_classes, (size, size))

@@ -1,0 +1,105 @@
+"""A pretrained backbone for the embedded default, made on this machine instead of downloaded.
+
+Detection and segmentation from scratch spend most of a short budget learning what a shape *is*;
+on real data everyone starts from ImageNet weights for that reason. Nothing can be downloaded
+here, so the embedded default makes its own: a MobileNetV2 classifier of the task's width is
+trained on the embedded ImageFolder shapes (``task=classification`` with a few overrides), once,
+and cached next to the data set like the data set itself. ``train(cfg)`` then loads it as
+``model.pretrained``. The same width, overrides, seed and data set always give the same cache entry.
+
+Config: ``pretrain=embedded`` (the detection and segmentation defaults; ``conf/pretrain/embedded.yaml``
+takes the width and the data directory from the run by interpolation), ``pretrain=none`` to train
+from scratch; an explicit ``model.pretrained=/path/weights.pth`` always wins, and a network that
+declares it takes no MobileNetV2 weights (``TaskNet.takes_mobilenetv2_weights``) is not pretrained.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Sequence
+
+log = logging.getLogger(__name__)
+
+__all__ = ["ensure_embedded_backbone"]
+
+BACKBONE_FILE = "backbone.ckpt"
+
+
+def _locked(path: Path):
+    """An exclusive lock on ``path`` (``filelock``: POSIX and Windows), so that concurrent runs (DDP
+    ranks, parallel jobs) train the backbone once."""
+    from filelock import FileLock
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(path))
+
+
+def ensure_embedded_backbone(
+    width_mult: float,
+    data_dir: str | Path,
+    overrides: Sequence[str] = ("task=classification",),
+    seed: int = 0,
+    accelerator: str = "auto",
+    torch_threads: int | None = None,
+    progress: bool = True,
+) -> Path:
+    """Path of a MobileNetV2 classifier checkpoint of ``width_mult`` trained on the embedded shapes.
+
+    Trained through ``train(cfg)`` with ``overrides`` on first use (its run directory, with
+    ``metrics.json`` and ``curves.png``, is kept in the cache), then reused. The cache lives in
+    ``<data_dir>/pretrained/`` so that it goes wherever the data set goes.
+    """
+    from omegaconf import OmegaConf, open_dict
+
+    from .config import compose_train_config
+    from .data.shapes import VERSION
+
+    data_dir = Path(data_dir)
+    cfg = compose_train_config([*overrides, "pretrain=none"])
+    with open_dict(cfg):
+        cfg.model.net.width_mult = float(width_mult)
+        cfg.seed = seed
+    # the cache key: the composed run itself (so that editing conf/ makes a new entry), minus where and how it runs
+    recipe = OmegaConf.to_container(cfg, resolve=False)
+    for k in ("paths", "torch_threads", "hydra"):
+        recipe.pop(k, None)
+    for k in ("accelerator", "devices", "enable_progress_bar"):
+        recipe.get("trainer", {}).pop(k, None)
+    key = json.dumps({"version": VERSION, "recipe": recipe}, sort_keys=True, default=str)
+    digest = hashlib.sha1(key.encode()).hexdigest()[:10]
+    entry = data_dir / "pretrained" / f"mnv2_w{float(width_mult):g}_{digest}"
+    ckpt = entry / BACKBONE_FILE
+    if ckpt.is_file():
+        return ckpt
+    with _locked(data_dir / "pretrained" / f".{entry.name}.lock"):
+        if ckpt.is_file():  # another process made it while this one waited
+            return ckpt
+        log.info("pretraining a width-%g MobileNetV2 on the embedded ImageFolder shapes (once; cached in %s)", width_mult, entry)
+        from .train import train
+
+        run_dir = entry.with_name(entry.name + f".run{os.getpid()}")
+        shutil.rmtree(run_dir, ignore_errors=True)
+        with open_dict(cfg):
+            cfg.paths.data_dir = str(data_dir)
+            cfg.paths.output_dir = str(run_dir)
+            cfg.trainer.accelerator = accelerator
+            cfg.trainer.devices = 1
+            cfg.trainer.enable_progress_bar = progress
+            cfg.torch_threads = torch_threads
+        if cfg.task != "classification":
+            raise ValueError(f"pretrain overrides must compose a classification run, got task={cfg.task}")
+        metrics = train(cfg)
+        last = run_dir / "checkpoints" / "last.ckpt"
+        if not last.is_file():
+            raise RuntimeError(f"the embedded pretraining wrote no {last}")
+        shutil.copyfile(last, run_dir / BACKBONE_FILE)
+        (run_dir / "key.json").write_text(key)
+        shutil.rmtree(entry, ignore_errors=True)
+        os.replace(run_dir, entry)
+        log.info("embedded pretraining done: top-1 %.3f; backbone %s", metrics.get("top1", float("nan")), ckpt)
+    return ckpt

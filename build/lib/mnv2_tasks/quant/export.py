@@ -1,0 +1,160 @@
+"""Export a training checkpoint to ONNX, float and int8, and check every file in ONNX Runtime.
+
+``export_checkpoint`` is what ``tools/export.py`` runs: the task, network and input size come from
+the checkpoint; its task's data config (plus ``key=value`` overrides) gives the validation images
+the export is checked on and, for an int8 export of a float checkpoint, the training images PTQ
+calibrates on. Every file is run in ONNX Runtime at batch 1 and batch ``check_images`` against
+PyTorch (fp32: the float network; int8: the converted PT2E graph in PyTorch).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+from torch import nn
+
+from ..checkpoint import (
+    CheckpointError, build_net, check_compatible, float_net_from, net_state, quant_info_of, read_checkpoint,
+)
+from ..config import compose_train_config
+from .deploy import DeployModule, export_deploy
+from .onnx_export import OPSET
+from .ort_runner import OrtModel
+from .parity import compare_outputs, format_report
+from .pt2e import convert, prepare
+from .ptq import calibration_batches, ptq_convert
+
+__all__ = ["load_for_export", "export_checkpoint", "export_datamodule"]
+
+_QAT_GRAPH_PREFIX = "net.graph."
+
+
+def load_for_export(ckpt_path: str | Path, example_loader: Callable[[], torch.Tensor] | None = None,
+                    task: str | None = None, net_overrides: dict | None = None):
+    """(task, float network, prepared QAT graph or None, checkpoint metadata) from a checkpoint of this package.
+
+    ``task`` / ``net_overrides``: what the user asked for; it must be the checkpoint's.
+    ``example_loader`` gives example images to rebuild a QAT checkpoint's graph.
+    """
+    ckpt = read_checkpoint(ckpt_path)
+    meta = ckpt["mnv2_tasks"]
+    qinfo = quant_info_of(ckpt)
+    if task is not None or net_overrides:
+        check_compatible(ckpt, task or meta.get("task"), {**(meta.get("net") or {}), **(net_overrides or {})},
+                         quant=(qinfo or {}).get("mode"), path=ckpt_path)
+    if qinfo is None:
+        return meta.get("task"), float_net_from(ckpt, ckpt_path).eval(), None, meta
+    # QAT checkpoint: the float weights sit in the captured graph under their original names
+    if not meta.get("net"):
+        raise CheckpointError(f"{ckpt_path}: the checkpoint does not record how its network was built ('mnv2_tasks.net')")
+    float_net = build_net(meta["net"]).eval()
+    missing, _ = float_net.load_state_dict(net_state(ckpt["state_dict"], _QAT_GRAPH_PREFIX + "net."), strict=False)
+    missing = [k for k in missing if not k.endswith("num_batches_tracked")]
+    if missing:
+        raise CheckpointError(f"{ckpt_path}: QAT checkpoint lacks float weights {missing[:5]}; was it written by QATCallback?")
+    if example_loader is None:
+        raise ValueError("a QAT checkpoint needs example images to rebuild its graph")
+    prepared = prepare(float_net, example_loader(), qat=True)
+    try:
+        prepared.load_state_dict(net_state(ckpt["state_dict"], _QAT_GRAPH_PREFIX))
+    except RuntimeError as e:
+        raise CheckpointError(
+            f"{ckpt_path}: the QAT graph rebuilt here does not match the checkpoint's ({str(e)[:300]}); "
+            f"export with the torch / torchao versions it was trained with ({qinfo.get('torch')})"
+        ) from None
+    return meta.get("task"), float_net, prepared, meta
+
+
+def export_datamodule(task: str, overrides: Sequence[str], image_size=None):
+    """The task's data module (composed like ``python train.py task=<task> <overrides>``), set up, no workers.
+
+    ``image_size``: validate at the size the network was trained at, unless the user set ``data.image_size``.
+    """
+    from hydra.utils import instantiate
+    from omegaconf import open_dict
+
+    cfg = compose_train_config([f"task={task}", *overrides])
+    user_keys = {o.split("=", 1)[0].lstrip("+") for o in overrides}
+    with open_dict(cfg):
+        if image_size is not None and "data.image_size" not in user_keys and "image_size" in cfg.data:
+            cfg.data.image_size = image_size
+        cfg.data.num_workers = 0
+    dm = instantiate(cfg.data)
+    dm.prepare_data()
+    dm.setup("fit")
+    return dm
+
+
+def _take(loader, n: int) -> torch.Tensor:
+    out, seen = [], 0
+    for batch in loader:
+        out.append(batch["image"])
+        seen += batch["image"].shape[0]
+        if seen >= n:
+            break
+    return torch.cat(out)[:n]
+
+
+def export_checkpoint(
+    ckpt: str | Path,
+    precision: str = "both",
+    outputs: str | None = None,
+    postprocess: str | None = None,
+    out_dir: str | Path | None = None,
+    calibration_images: int = 64,
+    check_images: int = 8,
+    task: str | None = None,
+    opset: int = OPSET,
+    threads: int = 2,
+    overrides: Sequence[str] = (),
+    report_to: Callable[[str], None] = print,
+) -> dict:
+    """Export ``ckpt`` as ``<stem>.<precision>.onnx`` (fp32, int8 or both) and check each file; returns the report."""
+    ckpt_path = Path(ckpt)
+    if ckpt_path.suffix == ".onnx":
+        raise CheckpointError(f"{ckpt_path}: already an ONNX file; export takes a training checkpoint (.ckpt)")
+    meta0 = read_checkpoint(ckpt_path)["mnv2_tasks"]
+    input_spec = meta0.get("input") or {}
+    dm = export_datamodule(task or meta0.get("task"), overrides, input_spec.get("image_size"))
+    net_overrides = {o.split("=", 1)[0][len("model.net."):]: _yaml_value(o.split("=", 1)[1])
+                     for o in overrides if o.startswith("model.net.")}
+    val_images = _take(dm.val_dataloader(), check_images)
+    task, float_net, prepared, meta = load_for_export(ckpt_path, lambda: val_images[:2], task, net_overrides)
+    if postprocess:
+        float_net.use_postprocess(postprocess)
+    fmt = float_net.check_format(outputs)
+    out_dir = Path(out_dir) if out_dir else ckpt_path.parent
+    precisions = ["fp32", "int8"] if precision == "both" else [precision]
+    example = val_images[:2]
+    report: dict = {"ckpt": str(ckpt_path), "task": task, "opset": opset, "outputs": fmt,
+                    "image_size": list(example.shape[-2:]), "files": {}}
+    for p in precisions:
+        core: nn.Module | None = None
+        if p == "int8" and prepared is not None:
+            core = convert(prepared)
+            report["int8_source"] = "qat"
+        elif p == "int8":
+            batches = calibration_batches(dm.train_dataloader(), calibration_images)
+            core = ptq_convert(float_net, example, batches)
+            report["int8_source"] = f"ptq ({sum(b.shape[0] for b in batches)} calibration images)"
+        path = out_dir / f"{ckpt_path.stem}.{p}.onnx"
+        export_deploy(core, float_net, example, path, fmt=fmt, opset=opset,
+                      metadata={"precision": p, "source": ckpt_path.name, "mnv2_input": json.dumps(input_spec)})
+        ort_model = OrtModel(path, threads)
+        reference = DeployModule(core, float_net, fmt).eval()
+        checks = {f"batch {n}": compare_outputs(reference, ort_model, val_images[:n]) for n in sorted({1, len(val_images)})}
+        what = "float network" if p == "fp32" else "converted int8 graph in PyTorch"
+        report_to(f"== {path} ({path.stat().st_size / 2**20:.2f} MB, opset {opset}, dynamic batch, input {list(example.shape[1:])})")
+        for name, rep in checks.items():
+            report_to(format_report(f"ONNX Runtime vs {what}, {name}", rep))
+        report["files"][p] = {"path": str(path), "bytes": path.stat().st_size, "checks": checks}
+    return report
+
+
+def _yaml_value(s: str):
+    import yaml
+
+    return yaml.safe_load(s)

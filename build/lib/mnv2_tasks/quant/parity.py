@@ -1,0 +1,62 @@
+"""ONNX Runtime against PyTorch on the same images: per-output differences and task-level agreement."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from .ort_runner import OrtModel
+
+__all__ = ["compare_outputs", "format_report"]
+
+
+def _as_tuple(out) -> tuple:
+    if isinstance(out, torch.Tensor):
+        return (out,)
+    return tuple(out)
+
+
+@torch.no_grad()
+def compare_outputs(reference: nn.Module, ort_model: OrtModel, images: torch.Tensor) -> dict:
+    """Run ``reference`` (the ``DeployModule`` that was exported, or its int8 twin) and the ONNX file on ``images``.
+
+    Returns, per output name: ``max_abs`` / ``mean_abs`` difference and the reference's ``scale``
+    (max |value|) for float outputs, ``equal`` fraction for integer outputs, and where the output
+    is a score map: ``argmax_agree`` (classes / pixels that get the same argmax). Detection
+    (``num_detections``): ``same_count`` fraction of images with as many detections.
+    """
+    ref = [t.detach().cpu().numpy() for t in _as_tuple(reference(images))]
+    got = ort_model.run(images)
+    report: dict = {"images": int(images.shape[0])}
+    for name, r in zip(ort_model.output_names, ref):
+        g = got[name]
+        entry: dict = {"shape": list(g.shape)}
+        if g.shape != r.shape:
+            entry["shape_mismatch"] = f"onnx {list(g.shape)} vs torch {list(r.shape)}"
+        elif np.issubdtype(r.dtype, np.floating):
+            d = np.abs(g.astype(np.float64) - r.astype(np.float64))
+            entry.update(max_abs=float(d.max()) if d.size else 0.0, mean_abs=float(d.mean()) if d.size else 0.0,
+                         scale=float(np.abs(r).max()) if r.size else 0.0)
+            if name == "logits" and r.ndim >= 2:
+                entry["argmax_agree"] = float((g.argmax(1) == r.argmax(1)).mean())
+        else:
+            entry["equal"] = float((g == r).mean()) if r.size else 1.0
+        report[name] = entry
+    return report
+
+
+def format_report(title: str, report: dict) -> str:
+    lines = [f"{title} ({report['images']} images):"]
+    for name, e in report.items():
+        if not isinstance(e, dict):
+            continue
+        if "shape_mismatch" in e:
+            lines.append(f"  {name}: SHAPE MISMATCH {e['shape_mismatch']}")
+        elif "max_abs" in e:
+            extra = f", argmax agreement {e['argmax_agree']:.4f}" if "argmax_agree" in e else ""
+            lines.append(f"  {name} {e['shape']}: max |diff| {e['max_abs']:.3g}, mean |diff| {e['mean_abs']:.3g} "
+                         f"(max |value| {e['scale']:.3g}){extra}")
+        else:
+            lines.append(f"  {name} {e['shape']}: equal {e['equal']:.4f}")
+    return "\n".join(lines)

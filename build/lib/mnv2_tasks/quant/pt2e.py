@@ -1,0 +1,198 @@
+"""torchao's PT2E flow around this package's networks: capture, prepare (QAT or PTQ), convert.
+
+A network is captured with ``torch.export.export`` and a dynamic batch ``Dim``; what is
+captured is the network's ``deploy_forward`` (the learned part of the model contract,
+``models/contract.py``: named raw outputs). ``QuantNet`` puts a prepared or converted graph back
+behind the network's own interface (``deploy_forward``, ``forward`` in train and eval mode and
+everything non-learned), so that Lightning's loop, the task's loss and metric code keep working on it.
+
+Never call ``.train()`` / ``.eval()`` on a captured graph directly: ``set_mode`` (and
+``QuantNet.train``, which Lightning calls) swap the batch-norm and dropout ops as torchao
+requires, and keep frozen batch-norm statistics frozen.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Iterable
+
+import torch
+from torch import nn
+from torch.export import Dim
+from torch.fx import GraphModule
+from torchao.quantization.pt2e import (
+    disable_observer,
+    enable_observer,
+    move_exported_model_to_eval,
+    move_exported_model_to_train,
+)
+from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e, prepare_qat_pt2e
+
+from ..models.contract import pad_batch
+from .quantizer import OrtQuantizer
+
+__all__ = [
+    "QuantNet", "DeployForward", "capture", "prepare", "calibrate", "convert", "set_mode",
+    "freeze_bn_stats", "disable_observers", "MAX_BATCH",
+]
+
+MAX_BATCH = 1024
+_BN_TRAINING_ARG = 5  # batch_norm(input, weight, bias, running_mean, running_var, training, momentum, eps, ...)
+_BN_OPS = {
+    torch.ops.aten.batch_norm.default,
+    torch.ops.aten._native_batch_norm_legit.default,
+    torch.ops.aten.cudnn_batch_norm.default,
+}
+
+
+class DeployForward(nn.Module):
+    """``images -> net.deploy_forward(images)`` (named raw outputs): the part of a network that is
+    captured, quantized and exported (see ``models/contract.py``). The network sits under ``net``,
+    so a captured graph's parameter names are ``net.<name>``."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.net.deploy_forward(images)
+
+
+def capture(module: nn.Module, example: torch.Tensor, train: bool, dynamic_hw: bool = False) -> GraphModule:
+    """``torch.export.export`` with a dynamic batch dimension, in train or eval mode; returns the graph module.
+
+    ``example`` should have a batch of at least 2 (a batch of 1 would be specialised).
+    ``dynamic_hw``: height and width dynamic too (segmentation trains on crops and validates on
+    whole images; a fully convolutional net runs at any size).
+    """
+    example = pad_batch(example)
+    module.train(train)
+    dims = {0: Dim("batch", min=1, max=MAX_BATCH)}
+    if dynamic_hw:
+        dims.update({2: Dim.DYNAMIC, 3: Dim.DYNAMIC})
+    with torch.no_grad() if not train else torch.enable_grad():
+        ep = torch.export.export(module, (example,), dynamic_shapes=(dims,), strict=False)
+    return ep.module()
+
+
+def prepare(net: nn.Module, example: torch.Tensor, qat: bool) -> GraphModule:
+    """Capture ``net.deploy_forward`` (of a copy of ``net``: the original is left untouched) and insert
+    fake-quant (``qat``) or observers (PTQ). QAT graphs are left in train mode, PTQ graphs in eval mode."""
+    net.check_format(None)  # a network that declares no export format cannot be quantized either
+    core = DeployForward(copy.deepcopy(net).to(memory_format=torch.contiguous_format))
+    gm = capture(core, example.contiguous(), train=qat, dynamic_hw=net.capture_dynamic_hw)
+    quantizer = OrtQuantizer(is_qat=qat)
+    prepared = prepare_qat_pt2e(gm, quantizer) if qat else prepare_pt2e(gm, quantizer)
+    prepared.meta["mnv2_training"] = qat
+    if qat:
+        move_exported_model_to_train(prepared)
+    else:
+        move_exported_model_to_eval(prepared)
+    return prepared
+
+
+@torch.no_grad()
+def calibrate(prepared: GraphModule, batches: Iterable[torch.Tensor]) -> int:
+    """Run ``batches`` through a PTQ-prepared graph (eval mode) so its observers see the data; returns images seen."""
+    set_mode(prepared, False)
+    n = 0
+    for images in batches:
+        prepared(images)
+        n += images.shape[0]
+    return n
+
+
+def convert(prepared: GraphModule) -> GraphModule:
+    """Observers off, eval mode, ``convert_pt2e``: a graph of Q/DQ ops around float ops, as ONNX wants.
+
+    Works on a copy; the prepared graph (and its training state) is unchanged."""
+    gm = copy.deepcopy(prepared)
+    set_mode(gm, False)
+    gm.apply(disable_observer)
+    converted = convert_pt2e(gm)
+    move_exported_model_to_eval(converted)
+    return converted
+
+
+def set_mode(gm: GraphModule, training: bool) -> GraphModule:
+    """The torchao way of ``gm.train(training)``; frozen batch-norm statistics stay frozen."""
+    if training:
+        move_exported_model_to_train(gm)
+        if gm.meta.get("mnv2_bn_frozen"):
+            _set_bn_training(gm, False)
+    else:
+        move_exported_model_to_eval(gm)
+    object.__setattr__(gm, "training", training)
+    return gm
+
+
+def freeze_bn_stats(gm: GraphModule) -> None:
+    """Stop updating batch-norm running statistics (the QAT recipe's late-training step)."""
+    gm.meta["mnv2_bn_frozen"] = True
+    if getattr(gm, "training", True):
+        _set_bn_training(gm, False)
+
+
+def disable_observers(gm: GraphModule) -> None:
+    """Freeze the quantization parameters (scales, zero points) where they are."""
+    gm.apply(disable_observer)
+    gm.meta["mnv2_observers_frozen"] = True
+
+
+def _set_bn_training(gm: GraphModule, training: bool) -> None:
+    changed = False
+    for n in gm.graph.nodes:
+        if n.op == "call_function" and n.target in _BN_OPS and len(n.args) > _BN_TRAINING_ARG:
+            if n.args[_BN_TRAINING_ARG] != training:
+                args = list(n.args)
+                args[_BN_TRAINING_ARG] = training
+                n.args = tuple(args)
+                changed = True
+    if changed:
+        gm.recompile()
+
+
+class QuantNet(nn.Module):
+    """A prepared (fake-quant) or converted graph behind the interface of the network it came from.
+
+    ``graph`` computes the network's ``deploy_forward``; ``float_net`` lends everything after it
+    (``train_outputs``, ``postprocess``, ``export_outputs``, anchors, ...: the non-learned part of
+    the model contract) and is not a registered submodule, so ``state_dict``, ``parameters`` and
+    the optimizer see the graph only. ``train()`` / ``eval()`` are safe.
+    """
+
+    def __init__(self, graph: GraphModule, float_net: nn.Module) -> None:
+        super().__init__()
+        self.graph = graph
+        object.__setattr__(self, "float_net", float_net)
+        self.training = bool(getattr(graph, "training", graph.meta.get("mnv2_training", False)))
+
+    def train(self, mode: bool = True):
+        set_mode(self.graph, mode)
+        # observers learn from training batches only (not from validation), and never once frozen
+        if mode and not self.graph.meta.get("mnv2_observers_frozen"):
+            self.graph.apply(enable_observer)
+        elif not mode:
+            self.graph.apply(disable_observer)
+        self.training = mode
+        return self
+
+    def deploy_forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.graph(images)
+
+    def forward(self, images: torch.Tensor, targets: Any = None):
+        raw = self.graph(images)
+        if self.training:
+            return self.float_net.train_outputs(raw, images, targets)
+        return self.float_net.postprocess(raw, images.shape[-2:])
+
+    def __getattr__(self, name: str):
+        # parameters, buffers and submodules first (nn.Module), then the float network's
+        # declarations and non-learned helpers (task, num_classes, postprocess, anchors, ...)
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            float_net = self.__dict__.get("float_net")
+            if float_net is None or name.startswith("_"):
+                raise
+            return getattr(float_net, name)

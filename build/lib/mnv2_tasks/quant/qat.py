@@ -1,0 +1,99 @@
+"""Quantization-aware training as a Lightning callback (``quant=qat``).
+
+At ``setup("fit")`` the task's network is loaded from ``from_ckpt`` (a float checkpoint of
+the same task), captured with ``torch.export`` and prepared with torchao's
+``prepare_qat_pt2e`` and ``OrtQuantizer``; the prepared graph replaces ``pl_module.net``
+(behind ``QuantNet``), before Lightning restores a checkpoint or builds the optimizer, so
+training, validation, checkpoints and resume work on it unchanged. Batch-norm statistics and
+observers freeze at configured epochs. At the end of fitting the graph is converted and the
+float and int8 ONNX files are written to the run directory and evaluated in ONNX Runtime
+through the task's own metric code (``final_metrics()``, merged into ``metrics.json``).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import lightning as L
+import torch
+
+from ..checkpoint import QUANT_KEY, load_float_weights, quant_info_of, read_checkpoint
+from .finish import QuantCallback, example_batch
+from .pt2e import QuantNet, disable_observers, freeze_bn_stats, prepare, set_mode
+
+log = logging.getLogger(__name__)
+
+__all__ = ["QATCallback"]
+
+
+class QATCallback(QuantCallback):
+    """Args (besides ``QuantCallback``'s):
+        from_ckpt: float checkpoint of this task to start from (``None``: the network as built,
+            e.g. with ``model.pretrained``; only sensible for smoke tests).
+        resume_ckpt: the run's ``ckpt_path`` (a QAT checkpoint to resume); set by ``conf/quant/qat.yaml``.
+        freeze_bn_epoch: from this epoch on, batch-norm running statistics stop updating (``None``: never).
+        freeze_observer_epoch: from this epoch on, scales and zero points stay fixed (``None``: never).
+    """
+
+    mode = "qat"
+
+    def __init__(self, from_ckpt: str | None = None, resume_ckpt: str | None = None, freeze_bn_epoch: int | None = 3,
+                 freeze_observer_epoch: int | None = 4, **kwargs) -> None:
+        super().__init__(from_ckpt, **kwargs)
+        self.resume_ckpt = resume_ckpt
+        self.freeze_bn_epoch = freeze_bn_epoch
+        self.freeze_observer_epoch = freeze_observer_epoch
+        self._float_net: torch.nn.Module | None = None
+
+    # ---- setup: swap the network for its QAT graph ------------------------------------------
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage != "fit" or self._float_net is not None:  # the network is already its QAT graph
+            return
+        if pl_module.freeze_backbone:
+            raise ValueError("quant=qat with model.freeze_backbone=true is not supported: QAT fine-tunes the whole network")
+        if self.resume_ckpt:
+            info = quant_info_of(read_checkpoint(self.resume_ckpt))
+            if info is None:
+                raise ValueError(
+                    f"{self.resume_ckpt}: a float checkpoint given as ckpt_path to a quant=qat run; to start QAT from it "
+                    f"pass quant.from_ckpt={self.resume_ckpt} (ckpt_path resumes an interrupted QAT run)"
+                )
+            if info.get("mode") != "qat":
+                raise ValueError(f"{self.resume_ckpt}: a {info.get('mode')} checkpoint, not a QAT one; it cannot be resumed with quant=qat")
+        if self.from_ckpt:  # also when resuming: the float network is the fp32 reference and export
+            load_float_weights(pl_module, self.from_ckpt)
+        pl_module.channels_last = False  # the captured graph is in the default memory format
+        net = pl_module.net.to(memory_format=torch.contiguous_format)
+        self._float_net = net.eval()
+        example = example_batch(trainer)
+        prepared = prepare(net, example, qat=True)
+        pl_module.net = QuantNet(prepared, net)
+        self._image_size = list(example.shape[-2:])
+        log.info("QAT: %s prepared (%d fake-quant modules)", type(net).__name__,
+                 sum(1 for m in prepared.modules() if type(m).__name__.endswith("FakeQuantize")))
+
+    # ---- the recipe's late-training freezes ----------------------------------------------------
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        graph = pl_module.net.graph
+        epoch = trainer.current_epoch
+        if self.freeze_bn_epoch is not None and epoch >= self.freeze_bn_epoch and not graph.meta.get("mnv2_bn_frozen"):
+            freeze_bn_stats(graph)
+            log.info("QAT: batch-norm statistics frozen at epoch %d", epoch)
+        if self.freeze_observer_epoch is not None and epoch >= self.freeze_observer_epoch and not graph.meta.get("mnv2_observers_frozen"):
+            disable_observers(graph)
+            log.info("QAT: observers frozen at epoch %d", epoch)
+        set_mode(graph, True)
+
+    # ---- checkpoints ---------------------------------------------------------------------------
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        info = {"mode": "qat", "image_size": self._image_size, "torch": str(torch.__version__)}
+        checkpoint[QUANT_KEY] = info
+        checkpoint.setdefault("mnv2_tasks", {})["quant"] = info
+
+    def state_dict(self) -> dict:
+        return {"from_ckpt": self.from_ckpt}
+
+    # ---- end of fitting: convert, export, evaluate in ONNX Runtime -----------------------------
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero and self.export:
+            self.finish(trainer, pl_module, self._float_net, pl_module.net.graph, example_batch(trainer))

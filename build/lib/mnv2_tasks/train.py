@@ -1,0 +1,118 @@
+"""``train(cfg)``: build data, model, callbacks, loggers and trainer from a composed config; fit; report."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from .checkpoint import check_compatible
+from .plots import plot_training_curves
+
+log = logging.getLogger(__name__)
+
+__all__ = ["train", "optional_tensorboard_logger"]
+
+
+def optional_tensorboard_logger(save_dir: str, **kwargs):
+    """A TensorBoard logger when tensorboard is installed, else ``None`` (CSV logs are always written)."""
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        return None
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    return TensorBoardLogger(save_dir=save_dir, **kwargs)
+
+
+def _instantiate_group(group: DictConfig | None) -> list:
+    """Instantiate every ``_target_`` node of a config group (``callbacks``, ``logger``), skipping nulls."""
+    if not group:
+        return []
+    built = [instantiate(node) for node in group.values() if isinstance(node, DictConfig) and "_target_" in node]
+    return [b for b in built if b is not None]
+
+
+def _jsonable(metrics: dict) -> dict:
+    out = {}
+    for k, v in metrics.items():
+        if hasattr(v, "item"):
+            v = v.item()
+        if isinstance(v, float) and not math.isfinite(v):
+            v = None
+        out[k] = v
+    return out
+
+
+def _pretrained_backbone(cfg: DictConfig) -> str | None:
+    """``pretrain=embedded``: the embedded pretrained backbone's path (made once, then cached), or ``None``.
+
+    None when there is no pretraining stage, when ``model.pretrained`` names a file (it wins), when
+    the run resumes (``ckpt_path``) or fine-tunes (``quant.from_ckpt``) a checkpoint (every weight
+    comes from it), and when the network declares it takes no MobileNetV2 weights (it is built
+    here to ask; the run builds its own after seeding).
+    """
+    if not cfg.get("pretrain") or cfg.model.get("pretrained"):
+        return None
+    if cfg.get("ckpt_path") or (cfg.get("quant") or {}).get("from_ckpt"):
+        return None
+    if not instantiate(cfg.model.net).takes_mobilenetv2_weights:
+        log.info("pretrain: %s takes no MobileNetV2 weights; training from scratch", cfg.model.net.get("_target_"))
+        return None
+    path = str(instantiate(cfg.pretrain))
+    log.info("pretrain: backbone weights from %s", path)
+    return path
+
+
+def train(cfg: DictConfig) -> dict:
+    """Train and evaluate as ``cfg`` says; write ``metrics.json`` and ``curves.png`` to the run dir; return the metrics."""
+    out_dir = Path(cfg.paths.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.get("torch_threads"):
+        torch.set_num_threads(int(cfg.torch_threads))
+    pretrained = _pretrained_backbone(cfg)
+    if cfg.get("seed") is not None:
+        L.seed_everything(cfg.seed, workers=True)
+
+    datamodule = instantiate(cfg.data)
+    module = instantiate(cfg.model)
+    if pretrained:
+        module.load_pretrained_backbone(pretrained)
+    module.net_spec = OmegaConf.to_container(cfg.model.net, resolve=True)
+    if cfg.get("ckpt_path"):
+        check_compatible(cfg.ckpt_path, module.task_name, module.net_spec, quant=(cfg.get("quant") or {}).get("mode"))
+
+    callbacks = _instantiate_group(cfg.get("callbacks"))
+    loggers = _instantiate_group(cfg.get("logger"))
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, default_root_dir=str(out_dir))
+    if trainer.is_global_zero:
+        (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=False))
+
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    metrics = module.final_metrics()
+    if metrics is None or trainer.current_epoch % max(1, trainer.check_val_every_n_epoch) != 0:
+        trainer.validate(module, datamodule=datamodule, verbose=False)
+        metrics = module.final_metrics()
+    metrics = dict(metrics or {})
+    for cb in callbacks:  # e.g. QAT/ONNX results
+        if hasattr(cb, "final_metrics"):
+            metrics.update(cb.final_metrics() or {})
+
+    if trainer.is_global_zero:
+        metrics["task"] = module.task_name
+        metrics["epochs"] = trainer.current_epoch
+        ckpt_cb = trainer.checkpoint_callback
+        if ckpt_cb is not None and ckpt_cb.best_model_path:
+            metrics["best_ckpt"] = ckpt_cb.best_model_path
+        (out_dir / "metrics.json").write_text(json.dumps(_jsonable(metrics), indent=2))
+        csv_logs = [lg for lg in loggers if type(lg).__name__ == "CSVLogger"]
+        if csv_logs:
+            plot_training_curves(Path(csv_logs[0].log_dir) / "metrics.csv", out_dir / "curves.png")
+        log.info("metrics: %s", json.dumps(_jsonable(metrics)))
+    return metrics

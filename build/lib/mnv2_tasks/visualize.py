@@ -1,0 +1,54 @@
+"""Predictions drawn on images, for a person to look at: class labels, boxes, mask overlays."""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from .data.shapes import VOC_PALETTE
+
+_BOX_COLOURS = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
+                (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 190)]
+
+
+def _name(names: list[str] | None, idx: int) -> str:
+    return names[idx] if names and 0 <= idx < len(names) else str(idx)
+
+
+def draw_classification(image: np.ndarray, probs: np.ndarray, names: list[str] | None = None, k: int = 3) -> Image.Image:
+    """Top-``k`` classes with probabilities written on the image."""
+    im = Image.fromarray(image).convert("RGB")
+    draw = ImageDraw.Draw(im)
+    top = np.argsort(-probs)[:k]
+    for row, idx in enumerate(top):
+        text = f"{_name(names, int(idx))} {probs[idx]:.2f}"
+        draw.rectangle([2, 2 + 12 * row, 8 + 6 * len(text), 13 + 12 * row], fill=(0, 0, 0))
+        draw.text((4, 2 + 12 * row), text, fill=(255, 255, 255))
+    return im
+
+
+def draw_detections(image: np.ndarray, boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray,
+                    names: list[str] | None = None, score_threshold: float = 0.3) -> Image.Image:
+    """Boxes (xyxy, image pixels) with ``label score`` captions; labels index ``names`` (0 = background)."""
+    im = Image.fromarray(image).convert("RGB")
+    draw = ImageDraw.Draw(im)
+    for box, score, label in zip(boxes, scores, labels):
+        if score < score_threshold:
+            continue
+        colour = _BOX_COLOURS[int(label) % len(_BOX_COLOURS)]
+        x0, y0, x1, y1 = (float(v) for v in box)
+        draw.rectangle([x0, y0, x1, y1], outline=colour, width=2)
+        text = f"{_name(names, int(label))} {score:.2f}"
+        draw.rectangle([x0, max(0, y0 - 11), x0 + 6 * len(text) + 4, max(11, y0)], fill=colour)
+        draw.text((x0 + 2, max(0, y0 - 11)), text, fill=(0, 0, 0))
+    return im
+
+
+def draw_segmentation(image: np.ndarray, mask: np.ndarray, alpha: float = 0.5) -> Image.Image:
+    """The class mask (H, W) in VOC colours blended over the image; background (0) left uncoloured."""
+    pal = np.asarray(VOC_PALETTE, dtype=np.uint8).reshape(-1, 3)
+    colour = pal[mask.astype(np.int64) % 256]
+    out = image.astype(np.float32)
+    fg = (mask > 0)[..., None]
+    out = np.where(fg, (1 - alpha) * out + alpha * colour, out)
+    return Image.fromarray(out.clip(0, 255).astype(np.uint8))
