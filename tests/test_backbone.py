@@ -100,3 +100,21 @@ def test_torch_export_with_dynamic_batch():
     ep = torch.export.export(net, (torch.randn(2, 3, 64, 64),), dynamic_shapes=({0: batch},))
     x = torch.randn(5, 3, 64, 64)
     torch.testing.assert_close(ep.module()(x), net(x))
+
+
+def test_taps_follow_a_custom_inverted_residual_setting():
+    """Taps are recorded while the network is built: another table keeps correct channels and strides."""
+    setting = [[1, 16, 1, 1], [4, 24, 1, 2], [4, 40, 2, 2], [4, 80, 2, 2], [6, 112, 1, 1], [6, 160, 2, 2]]
+    for os_ in (32, 16):
+        bb = MobileNetV2Backbone(1.0, out_indices=(0, 1, 2, 3, 4, "expansion", "head"), output_stride=os_,
+                                 inverted_residual_setting=setting).eval()
+        assert bb.feature_info.module_name() == ["blocks.0", "blocks.1", "blocks.3", "blocks.6", "blocks.7.expansion",
+                                                 "blocks.8", "head"]
+        with torch.no_grad():
+            feats = bb(torch.randn(1, 3, 128, 128))
+        for f, chs, red in zip(feats, bb.feature_info.channels(), bb.feature_info.reduction()):
+            assert f.shape[1] == chs and 128 // f.shape[-1] == red
+        assert bb.feature_info.channels()[4] == 112 * 6  # the expansion of the first stride-32 block
+    short = [[1, 16, 1, 1], [6, 24, 2, 2], [6, 32, 2, 2]]  # no stride-16 or stride-32 stage
+    with pytest.raises(ValueError, match=r"out_indices \[3\]: this inverted_residual_setting has no such tap"):
+        MobileNetV2Backbone(1.0, out_indices=(2, 3), inverted_residual_setting=short)
