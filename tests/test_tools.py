@@ -46,15 +46,15 @@ def test_predict_draws_and_writes_json(trained_ckpt, shapes_root, tmp_path):
 
     from PIL import Image
 
-    from tools.predict import main as predict_main
+    from mnv2_tasks.predict_cli import main as predict_main
 
     ckpt, _ = trained_ckpt
     folder = shapes_root / "imagefolder" / "val" / "star"
-    predict_main([ckpt, str(folder), "--out", str(tmp_path / "p"), "--json"])
+    assert predict_main([ckpt, str(folder), "--out", str(tmp_path / "p"), "--json"]) == 0
     pngs = sorted((tmp_path / "p").glob("*.pred.png"))
     assert len(pngs) == len(list(folder.iterdir()))
     assert Image.open(pngs[0]).size == Image.open(sorted(folder.iterdir())[0]).size
     preds = json.loads((tmp_path / "p" / "predictions.json").read_text())
-    first = next(iter(preds.values()))
+    first = preds[0]["topk"]
     assert {p["name"] for p in first} <= {"circle", "square", "star", "triangle"}
     assert abs(sum(p["score"] for p in first) - 1.0) < 1e-4  # all 4 classes, softmax

@@ -54,6 +54,7 @@ class TaskDataModule(L.LightningDataModule):
 
     collate_fn: Callable | None = None  # a staticmethod in subclasses that batch other than torch's default
     image_size: int | None = None  # the evaluation input size; None: whole images at their own resolution
+    eval_tf = None  # the validation pipeline (albumentations), built by the subclass
     category_ids: list[int] | None = None  # the data set's own id of each class (COCO category ids of labels 1..K)
 
     def __init__(self, batch_size: int, eval_batch_size: int | None = None, num_workers: int = 4,
@@ -67,11 +68,14 @@ class TaskDataModule(L.LightningDataModule):
         self.val_set: Dataset | None = None
 
     def input_spec(self) -> dict:
-        """What inference needs to feed a model as evaluation on this data does (recorded in checkpoints)."""
+        """What inference needs to feed a model as evaluation on this data does (recorded in checkpoints):
+        the eval transforms themselves (``data/inference.py``), the size, the normalisation, the classes."""
+        from .inference import transform_spec
         from .transforms import IMAGENET_MEAN, IMAGENET_STD
 
         names = self.class_names
         return {"image_size": self.image_size, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
+                "eval_transform": transform_spec(self.eval_tf),
                 "class_names": list(names) if names is not None else None,
                 "category_ids": list(self.category_ids) if self.category_ids is not None else None}
 

@@ -1,0 +1,151 @@
+"""Predict = evaluation: the Predictor and tools/predict.py give exactly what the reported metrics scored."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mnv2_tasks.predict import Predictor
+from mnv2_tasks.predict_cli import main as predict_main
+from mnv2_tasks.train import train
+
+DET = ["task=detection", "pretrain=none", "model.net.width_mult=0.35", "data.image_size=64", "data.batch_size=8",
+       "data.eval_batch_size=6", "data.num_workers=0", "trainer.max_epochs=2", "trainer.check_val_every_n_epoch=1"]
+SEG = ["task=segmentation", "pretrain=none", "model.net.width_mult=0.35", "data.crop_size=64", "data.batch_size=4",
+       "data.num_workers=0", "trainer.max_epochs=1", "trainer.check_val_every_n_epoch=1", "model.net.head_chs=32"]
+CLS = ["task=classification", "model.net.width_mult=0.35", "data.batch_size=8", "data.num_workers=0", "trainer.max_epochs=1"]
+
+
+def _score_predictions(pred_json: Path, ann_file: Path) -> float:
+    """pycocotools on predict's records (file names mapped to the annotation file's image ids)."""
+    from mnv2_tasks.metrics.coco_eval import evaluate_results
+
+    ann = json.loads(ann_file.read_text())
+    ids = {im["file_name"]: im["id"] for im in ann["images"]}
+    results = [{**{k: v for k, v in r.items() if k != "file_name"}, "image_id": ids[Path(r["file_name"]).name]}
+               for r in json.loads(pred_json.read_text())]
+    return evaluate_results(ann_file, results)[0]["mAP"]
+
+
+def test_detection_predict_json_scores_the_runs_map(make_cfg, shapes_root, tmp_path):
+    cfg = make_cfg(*DET)
+    metrics = train(cfg)
+    ckpt = Path(cfg.paths.output_dir, "checkpoints", "last.ckpt")  # metrics.json holds the last validation
+    assert predict_main([str(ckpt), str(shapes_root / "coco" / "val"), "--out", str(tmp_path / "p"), "--json"]) == 0
+    ann = shapes_root / "coco" / "annotations" / "instances_val.json"
+    assert _score_predictions(tmp_path / "p" / "predictions.json", ann) == pytest.approx(metrics["mAP"], abs=0.002)
+    assert len(list((tmp_path / "p").glob("*.pred.png"))) == 12
+    assert "AP_per_class" in metrics and set(metrics["AP_per_class"]) == {"circle", "square", "triangle", "star"}
+
+
+def test_segmentation_predictor_masks_score_the_runs_miou(make_cfg, shapes_root):
+    from mnv2_tasks.data.images import read_rgb
+    from mnv2_tasks.metrics.segmentation import ConfusionMatrix
+
+    cfg = make_cfg(*SEG)
+    metrics = train(cfg)
+    predictor = Predictor(next(Path(cfg.paths.output_dir, "checkpoints").glob("best*.ckpt")))
+    assert predictor.input_spec["image_size"] is None  # evaluated at full resolution: recorded as such
+    voc = shapes_root / "voc"
+    confmat = ConfusionMatrix(5)
+    from PIL import Image
+
+    for stem in (voc / "ImageSets" / "Segmentation" / "val.txt").read_text().split():
+        mask = predictor(read_rgb(voc / "JPEGImages" / f"{stem}.jpg"))["mask"]
+        target = np.asarray(Image.open(voc / "SegmentationClass" / f"{stem}.png"))
+        assert mask.shape == target.shape
+        confmat.update(torch.from_numpy(mask)[None].long(), torch.from_numpy(target)[None].long())
+    assert confmat.compute()["mIoU"] == pytest.approx(metrics["mIoU"], abs=0.002)
+
+
+def test_classification_predictor_top1_is_the_runs(make_cfg, shapes_root):
+    from mnv2_tasks.data.images import read_rgb
+
+    cfg = make_cfg(*CLS)
+    metrics = train(cfg)
+    predictor = Predictor(f"{cfg.paths.output_dir}/checkpoints/last.ckpt")
+    names = predictor.class_names
+    hits = total = 0
+    for cls_dir in sorted((shapes_root / "imagefolder" / "val").iterdir()):
+        for f in sorted(cls_dir.iterdir()):
+            hits += predictor(read_rgb(f))["topk"][0][1] == cls_dir.name
+            total += 1
+    assert set(names) == {"circle", "square", "star", "triangle"}
+    assert hits / total == pytest.approx(metrics["top1"], abs=1e-6)
+
+
+def test_torchvision_imagenet_weights_print_imagenet_classes(tmp_path, shapes_root, capsys):
+    """The articles' cat demo: a torchvision MobileNetV2 file (random weights here) names ImageNet classes."""
+    import torchvision
+    from torchvision.models import MobileNet_V2_Weights
+
+    torch.manual_seed(0)
+    torch.save(torchvision.models.mobilenet_v2().state_dict(), tmp_path / "mobilenet_v2.pth")
+    image = next((shapes_root / "coco" / "val").glob("*.jpg"))
+    assert predict_main([str(tmp_path / "mobilenet_v2.pth"), str(image), "--out", str(tmp_path / "p"), "--json"]) == 0
+    top5 = json.loads((tmp_path / "p" / "predictions.json").read_text())[0]["topk"]
+    categories = MobileNet_V2_Weights.IMAGENET1K_V1.meta["categories"]
+    assert len(top5) == 5 and all(t["name"] == categories[t["label"]] for t in top5)
+    assert (tmp_path / "p" / f"{image.stem}.pred.png").is_file()
+
+
+def test_video_file_goes_through_the_stream_path(make_cfg, shapes_root, tmp_path, capsys):
+    import cv2
+
+    cfg = make_cfg(*CLS)
+    train(cfg)
+    frames = sorted((shapes_root / "coco" / "val").glob("*.jpg"))[:5]
+    writer = cv2.VideoWriter(str(tmp_path / "clip.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 5, (96, 96))
+    for f in frames:
+        writer.write(cv2.imread(str(f)))
+    writer.release()
+    assert predict_main([f"{cfg.paths.output_dir}/checkpoints/last.ckpt", str(tmp_path / "clip.mp4"), "--out", str(tmp_path / "p")]) == 0
+    out = capsys.readouterr().out
+    assert "5 frames: p50" in out and "frames/s" in out
+    cap = cv2.VideoCapture(str(tmp_path / "p" / "clip.pred.mp4"))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 5
+
+
+def test_bad_model_files_and_inputs_are_one_line_errors(make_cfg, shapes_root, tmp_path, capsys):
+    cfg = make_cfg(*CLS)
+    train(cfg)
+    ckpt = f"{cfg.paths.output_dir}/checkpoints/last.ckpt"
+    (tmp_path / "broken.onnx").write_bytes(b"not a model")
+    with pytest.raises(SystemExit, match=r"^error: .*broken.onnx: not a valid ONNX model"):
+        predict_main([str(tmp_path / "broken.onnx"), str(shapes_root / "coco" / "val")])
+    (tmp_path / "broken.ckpt").write_bytes(b"not a checkpoint")
+    with pytest.raises(SystemExit, match=r"^error: .*broken.ckpt: not a loadable weights file"):
+        predict_main([str(tmp_path / "broken.ckpt"), str(shapes_root / "coco" / "val")])
+    with pytest.raises(SystemExit, match=r"^error: .*missing.jpg: no such file or folder"):
+        predict_main([ckpt, str(tmp_path / "missing.jpg")])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit, match=r"^error: .*empty: no images"):
+        predict_main([ckpt, str(tmp_path / "empty")])
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    good = sorted((shapes_root / "coco" / "val").glob("*.jpg"))[:2]
+    for f in good:
+        (mixed / f.name).write_bytes(f.read_bytes())
+    (mixed / "zz_truncated.jpg").write_bytes(good[0].read_bytes()[:200])
+    assert predict_main([ckpt, str(mixed), "--out", str(tmp_path / "p")]) == 1
+    err = capsys.readouterr().err
+    assert "zz_truncated.jpg" in err and "corrupt" in err
+    assert len(list((tmp_path / "p").glob("*.pred.png"))) == 2  # the good ones are still processed
+
+
+@pytest.mark.slow
+def test_int8_onnx_predictions_score_the_runs_onnx_int8_map(make_cfg, shapes_root, tmp_path):
+    cfg = make_cfg(*DET)
+    train(cfg)
+    q = make_cfg(*DET, "trainer.max_epochs=1", "quant=qat", f"quant.from_ckpt={cfg.paths.output_dir}/checkpoints/last.ckpt",
+                 "quant.freeze_bn_epoch=0", "quant.freeze_observer_epoch=1")
+    q.paths.output_dir = str(tmp_path / "qat")
+    metrics = train(q)
+    onnx = tmp_path / "qat" / "model.int8.onnx"
+    assert predict_main([str(onnx), str(shapes_root / "coco" / "val"), "--out", str(tmp_path / "p"), "--json"]) == 0
+    ann = shapes_root / "coco" / "annotations" / "instances_val.json"
+    assert _score_predictions(tmp_path / "p" / "predictions.json", ann) == pytest.approx(metrics["onnx_int8_mAP"], abs=0.002)
