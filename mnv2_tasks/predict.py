@@ -30,7 +30,7 @@ from .checkpoint import CheckpointError
 from .data.inference import EvalPreprocess
 from .metrics.coco_eval import boxes_to_original
 
-__all__ = ["Predictor", "MODEL_SUFFIXES"]
+__all__ = ["Predictor", "MODEL_SUFFIXES", "frame_result"]
 
 MODEL_SUFFIXES = (".ckpt", ".onnx", ".pth", ".pt", ".safetensors")
 
@@ -108,36 +108,33 @@ class Predictor:
     def __call__(self, frame: np.ndarray) -> dict:
         """Predictions for one (H, W, 3) uint8 RGB frame, in the frame's pixels (see the module docstring)."""
         x = self.preprocess(frame).unsqueeze(0)  # (1, 3, h, w)
-        out = self._run(x)
-        frame_hw, input_hw = frame.shape[:2], tuple(x.shape[-2:])
-        result: dict = {"task": self.task}
-        if self.task == "classification":
-            result.update(self._classes(out))
-        if self.task in ("detection", "multitask"):
-            result.update(self._boxes(out["detections"][0] if self.task == "multitask" else out[0], input_hw, frame_hw))
-        if self.task in ("segmentation", "multitask"):
-            result["mask"] = self._mask(out["segmentation"] if self.task == "multitask" else out, frame_hw)
-        return result
+        return frame_result(self.task, self._run(x), 0, tuple(x.shape[-2:]), frame.shape[:2], self.class_names,
+                            self.category_ids)
 
-    def _name(self, i: int) -> str:
-        names = self.class_names
-        return names[i] if names and 0 <= i < len(names) else str(i)
 
-    def _classes(self, logits: torch.Tensor) -> dict:
-        probs = torch.as_tensor(logits).float().softmax(-1)[0].cpu().numpy()
+def frame_result(task: str, out: Any, i: int, input_hw, frame_hw, class_names: list[str] | None = None,
+                 category_ids: list[int] | None = None) -> dict:
+    """Image ``i`` of a batch's eval-mode outputs ``out`` (network input ``input_hw``) as a ``Predictor`` result
+    in the pixels of a ``frame_hw`` frame."""
+
+    def name(j: int) -> str:
+        return class_names[j] if class_names and 0 <= j < len(class_names) else str(j)
+
+    result: dict = {"task": task}
+    if task == "classification":
+        probs = torch.as_tensor(out).float()[i].softmax(-1).cpu().numpy()
         top = np.argsort(-probs)[:5]
-        return {"probs": probs, "topk": [(int(i), self._name(int(i)), float(probs[i])) for i in top]}
-
-    def _boxes(self, det: dict, input_hw, frame_hw) -> dict:
-        boxes = boxes_to_original(det["boxes"], input_hw, frame_hw).numpy()
+        result.update(probs=probs, topk=[(int(j), name(int(j)), float(probs[j])) for j in top])
+    if task in ("detection", "multitask"):
+        det = out["detections"][i] if task == "multitask" else out[i]
         labels = torch.as_tensor(det["labels"]).cpu().numpy().astype(np.int64)
-        ids = self.category_ids
-        return {"boxes": boxes, "scores": torch.as_tensor(det["scores"]).float().cpu().numpy(), "labels": labels,
-                "category_ids": np.asarray([ids[lab - 1] if ids else lab for lab in labels], dtype=np.int64),
-                "names": [self._name(int(lab) - 1) for lab in labels]}  # detection labels count the background as 0
-
-    def _mask(self, logits: torch.Tensor, frame_hw) -> np.ndarray:
-        logits = torch.as_tensor(logits).float().cpu()
+        result.update(boxes=boxes_to_original(det["boxes"], input_hw, frame_hw).numpy(),
+                      scores=torch.as_tensor(det["scores"]).float().cpu().numpy(), labels=labels,
+                      category_ids=np.asarray([category_ids[lab - 1] if category_ids else lab for lab in labels], dtype=np.int64),
+                      names=[name(int(lab) - 1) for lab in labels])  # detection labels count the background as 0
+    if task in ("segmentation", "multitask"):
+        logits = torch.as_tensor(out["segmentation"] if task == "multitask" else out).float()[i:i + 1].cpu()
         if tuple(logits.shape[-2:]) != tuple(frame_hw):  # evaluated at another size: back to the frame
             logits = F.interpolate(logits, size=tuple(frame_hw), mode="bilinear", align_corners=False)
-        return logits.argmax(1)[0].numpy().astype(np.uint8)
+        result["mask"] = logits.argmax(1)[0].numpy().astype(np.uint8)
+    return result

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -48,8 +49,8 @@ def test_train_writes_both_tasks_metrics_and_per_head_losses(make_cfg):
         assert key in saved, key
     assert 0.0 <= saved["mAP"] <= 1.0 and 0.0 <= saved["mIoU"] <= 1.0
     assert saved["task"] == "multitask" and metrics["mIoU"] == pytest.approx(saved["mIoU"])
+    assert (Path(cfg.paths.output_dir) / "val_predictions.png").is_file() and (Path(cfg.paths.output_dir) / "curves.png").is_file()
     import csv
-    from pathlib import Path
 
     logs = next(Path(cfg.paths.output_dir).rglob("metrics.csv"))
     header = next(csv.reader(open(logs)))

@@ -40,6 +40,10 @@ def test_detection_predict_json_scores_the_runs_map(make_cfg, shapes_root, tmp_p
     assert _score_predictions(tmp_path / "p" / "predictions.json", ann) == pytest.approx(metrics["mAP"], abs=0.002)
     assert len(list((tmp_path / "p").glob("*.pred.png"))) == 12
     assert "AP_per_class" in metrics and set(metrics["AP_per_class"]) == {"circle", "square", "triangle", "star"}
+    from PIL import Image
+
+    grid = Image.open(Path(cfg.paths.output_dir) / "val_predictions.png")  # 12 val images drawn: a 4 x 3 grid of 64 px
+    assert grid.size == (4 * 64, 3 * 64)
 
 
 def test_segmentation_predictor_masks_score_the_runs_miou(make_cfg, shapes_root):
@@ -149,3 +153,16 @@ def test_int8_onnx_predictions_score_the_runs_onnx_int8_map(make_cfg, shapes_roo
     assert predict_main([str(onnx), str(shapes_root / "coco" / "val"), "--out", str(tmp_path / "p"), "--json"]) == 0
     ann = shapes_root / "coco" / "annotations" / "instances_val.json"
     assert _score_predictions(tmp_path / "p" / "predictions.json", ann) == pytest.approx(metrics["onnx_int8_mAP"], abs=0.002)
+
+
+def test_curves_are_grouped_and_constant_series_left_out(tmp_path):
+    from mnv2_tasks.plots import _panels, plot_training_curves
+
+    series = {"train/loss": [(1, 2.0), (2, 1.0)], "val/loss": [(2, 1.5), (4, 1.2)], "val/mAP": [(2, 0.1), (4, 0.3)],
+              "val/mAP50": [(2, 0.2), (4, 0.5)], "val/num_images": [(2, 12.0), (4, 12.0)],
+              "val/anchor_coverage": [(2, 0.89), (4, 0.89)], "val/AR100": [(2, 0.3), (4, 0.4)]}
+    assert _panels(series) == [("loss", ["train/loss", "val/loss"]), ("COCO mAP", ["val/mAP", "val/mAP50"]),
+                               ("COCO recall", ["val/AR100"])]
+    csv_path = tmp_path / "metrics.csv"
+    csv_path.write_text("epoch,step,train/loss,val/mAP\n0,1,2.0,\n0,2,1.0,0.1\n1,4,,0.3\n")
+    assert plot_training_curves(csv_path, tmp_path / "c.png").is_file()
