@@ -112,6 +112,10 @@ class Predictor:
                             self.category_ids)
 
 
+def _np(x) -> np.ndarray:
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
 def frame_result(task: str, out: Any, i: int, input_hw, frame_hw, class_names: list[str] | None = None,
                  category_ids: list[int] | None = None) -> dict:
     """Image ``i`` of a batch's eval-mode outputs ``out`` (network input ``input_hw``) as a ``Predictor`` result
@@ -127,11 +131,12 @@ def frame_result(task: str, out: Any, i: int, input_hw, frame_hw, class_names: l
         result.update(probs=probs, topk=[(int(j), name(int(j)), float(probs[j])) for j in top])
     if task in ("detection", "multitask"):
         det = out["detections"][i] if task == "multitask" else out[i]
-        labels = torch.as_tensor(det["labels"]).cpu().numpy().astype(np.int64)
-        result.update(boxes=boxes_to_original(det["boxes"], input_hw, frame_hw).numpy(),
-                      scores=torch.as_tensor(det["scores"]).float().cpu().numpy(), labels=labels,
-                      category_ids=np.asarray([category_ids[lab - 1] if category_ids else lab for lab in labels], dtype=np.int64),
-                      names=[name(int(lab) - 1) for lab in labels])  # detection labels count the background as 0
+        labels = _np(det["labels"]).astype(np.int64, copy=False)
+        # detection labels count the background as 0: label l is class l - 1 of the names and ids
+        ids = np.asarray(category_ids, dtype=np.int64)[labels - 1] if category_ids else labels
+        names = np.asarray(class_names, dtype=object)[labels - 1].tolist() if class_names else [str(lab) for lab in labels]
+        result.update(boxes=boxes_to_original(det["boxes"], input_hw, frame_hw),
+                      scores=_np(det["scores"]).astype(np.float32, copy=False), labels=labels, category_ids=ids, names=names)
     if task in ("segmentation", "multitask"):
         logits = torch.as_tensor(out["segmentation"] if task == "multitask" else out).float()[i:i + 1].cpu()
         if tuple(logits.shape[-2:]) != tuple(frame_hw):  # evaluated at another size: back to the frame

@@ -38,16 +38,13 @@ class EvalPreprocess:
     def __init__(self, input_spec: dict) -> None:
         spec = input_spec.get("eval_transform")
         if spec:
-            self.transform = A.from_dict(spec)
+            # the same transforms, without a detection pipeline's box bookkeeping (a frame has no boxes)
+            self.transform = A.Compose(A.from_dict(spec).transforms)
         else:
             self.transform = _size_pipeline(input_spec.get("image_size"), input_spec.get("mean") or IMAGENET_MEAN,
                                             input_spec.get("std") or IMAGENET_STD)
-        # a detection pipeline carries box parameters: it is called with an empty box list
-        self._with_boxes = "bboxes" in getattr(self.transform, "processors", {})
 
     def __call__(self, frame: np.ndarray) -> torch.Tensor:
         if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
             raise ValueError(f"expected an (H, W, 3) uint8 RGB frame, got shape {frame.shape} and dtype {frame.dtype}")
-        extra = {"bboxes": np.zeros((0, 4), np.float32), "labels": np.zeros((0,), np.int64)} if self._with_boxes else {}
-        image = self.transform(image=frame, **extra)["image"]
-        return torch.as_tensor(image).float()
+        return torch.as_tensor(self.transform(image=frame)["image"]).float()

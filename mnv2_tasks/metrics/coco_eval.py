@@ -44,16 +44,16 @@ def _load_gt(ann_file: str | Path | dict):
     return coco
 
 
-def boxes_to_original(boxes, input_size: Sequence[int], orig_size: Sequence[int]) -> torch.Tensor:
-    """(M, 4) xyxy boxes in the network input's pixels -> the original image's pixels (scaled and clipped).
-
-    The one mapping that evaluation (COCO results) and inference (``Predictor``) both use."""
-    boxes = torch.as_tensor(boxes).detach().float().cpu().reshape(-1, 4)
+def boxes_to_original(boxes, input_size: Sequence[int], orig_size: Sequence[int]) -> np.ndarray:
+    """(M, 4) xyxy boxes in the network input's pixels -> float32 (M, 4) in the original image's pixels
+    (scaled and clipped). The one mapping that evaluation (COCO results) and inference (``Predictor``) both use."""
+    if isinstance(boxes, torch.Tensor):
+        boxes = boxes.detach().cpu().numpy()
+    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
     orig_h, orig_w = (int(v) for v in orig_size)
     in_h, in_w = (int(v) for v in input_size)
-    boxes = boxes * torch.tensor([orig_w / in_w, orig_h / in_h, orig_w / in_w, orig_h / in_h])
-    boxes[:, 0::2] = boxes[:, 0::2].clamp(0, orig_w)
-    boxes[:, 1::2] = boxes[:, 1::2].clamp(0, orig_h)
+    boxes = boxes * np.array([orig_w / in_w, orig_h / in_h, orig_w / in_w, orig_h / in_h], dtype=np.float32)
+    np.clip(boxes, 0, [orig_w, orig_h, orig_w, orig_h], out=boxes)
     return boxes
 
 
@@ -63,8 +63,8 @@ def to_coco_results(pred: dict, meta: dict, label_to_cat_id: Sequence[int]) -> l
         return []
     scores = torch.as_tensor(pred["scores"]).detach().float().cpu().reshape(-1)
     labels = torch.as_tensor(pred["labels"]).detach().cpu().reshape(-1).long()
-    boxes = boxes_to_original(pred["boxes"], meta.get("input_size", meta["orig_size"]), meta["orig_size"])
-    xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], 1).tolist()
+    boxes = boxes_to_original(pred["boxes"], meta.get("input_size", meta["orig_size"]), meta["orig_size"]).astype(np.float64)
+    xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], 1).tolist()
     image_id = meta["image_id"]
     image_id = image_id.item() if hasattr(image_id, "item") else image_id
     return [
