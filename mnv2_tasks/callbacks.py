@@ -13,7 +13,25 @@ from lightning.pytorch.callbacks import Callback
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ValidationPictures"]
+__all__ = ["ValidationPictures", "SaveOnDataError"]
+
+
+class SaveOnDataError(Callback):
+    """A sample that fails while training (``data.on_bad=error``; e.g. a file changed on disk after the
+    pre-flight check) stops the run with the error naming the file, after saving where the run was to
+    ``checkpoints/<filename>``: resume from it with ``ckpt_path=`` once the file is fixed."""
+
+    def __init__(self, dirpath: str, filename: str = "interrupted.ckpt") -> None:
+        self.path = Path(dirpath) / filename
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        from .data.images import DataError
+
+        if isinstance(exception, DataError) and trainer.state.fn == "fit":
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            trainer.save_checkpoint(self.path)
+            log.error("bad data stopped the run at epoch %d, step %d; saved %s (resume with ckpt_path=%s once the data is fixed)",
+                      trainer.current_epoch, trainer.global_step, self.path, self.path)
 
 
 class ValidationPictures(Callback):
