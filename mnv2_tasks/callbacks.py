@@ -23,11 +23,16 @@ class SaveOnDataError(Callback):
 
     def __init__(self, dirpath: str, filename: str = "interrupted.ckpt") -> None:
         self.path = Path(dirpath) / filename
+        self._training = False
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._training = True
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         from .data.images import DataError
 
-        if isinstance(exception, DataError) and trainer.state.fn == "fit":
+        # only once training runs: a pre-flight error at setup has nothing to save
+        if isinstance(exception, DataError) and self._training:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             trainer.save_checkpoint(self.path)
             log.error("bad data stopped the run at epoch %d, step %d; saved %s (resume with ckpt_path=%s once the data is fixed)",
