@@ -7,6 +7,7 @@
     python tools/predict.py <model> 0                             # camera 0 (OpenCV), until the stream ends or Ctrl-C
     python tools/predict.py <model> rtsp://host/stream --device cuda
     python tools/predict.py mobilenet_v2-b0353104.pth cat.jpg     # top-5 ImageNet classes
+    python tools/predict.py <model> drive_bag/ --topic /camera/image_raw --out drive_mnv2   # a ROS 2 bag -> vision_msgs
 
 Pictures with the predictions drawn go to ``--out``; ``--score-threshold`` decides which boxes
 are drawn, while ``predictions.json`` holds every detection evaluation scores (detection: COCO
@@ -124,7 +125,39 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--score-threshold", type=float, default=0.3, help="detection: draw boxes scoring at least this")
     p.add_argument("--json", action="store_true", help="also write predictions.json")
     p.add_argument("--no-draw", action="store_true", help="write no pictures (latency and JSON only)")
+    bag = p.add_argument_group("ROS 2 bags (input: a rosbag2 folder; see mnv2_tasks/rosbag_io.py)")
+    bag.add_argument("--topic", help="the image topic to read (sensor_msgs Image or CompressedImage)")
+    bag.add_argument("--list-topics", action="store_true", help="print the bag's image topics, types and message counts")
+    bag.add_argument("--rate", type=float, default=None, help="frames per second needed: count the frames that miss 1/rate")
     return p
+
+
+def _is_bag(path: Path) -> bool:
+    """A rosbag2 folder: metadata.yaml, or (an error later) .mcap / .db3 files without it."""
+    return path.is_dir() and ((path / "metadata.yaml").is_file() or any(path.glob("*.mcap")) or any(path.glob("*.db3")))
+
+
+def bag_main(args, predictor_factory) -> int:
+    """The bag path of ``main``: list the image topics, or predict on one into a new MCAP bag at ``--out``."""
+    from .rosbag_io import BagError, list_image_topics, predict_bag
+
+    try:
+        if args.list_topics:
+            for topic, msgtype, count in list_image_topics(args.input):
+                print(f"{topic}  {msgtype}  {count} messages")
+            return 0
+        if not args.topic:
+            topics = ", ".join(t for t, _, _ in list_image_topics(args.input)) or "none"
+            raise BagError(f"{args.input}: a bag needs --topic (its image topics: {topics})")
+        summary = predict_bag(predictor_factory(), args.input, args.topic, args.out, args.score_threshold, args.rate)
+    except (BagError, ValueError) as e:  # CheckpointError / OnnxFileError of the model file are ValueErrors too
+        raise SystemExit(f"error: {e}") from None
+    lat = summary["latency_ms"]
+    print(f"written: {args.out} (MCAP; {', '.join(summary['topics']) or 'no messages'}), {summary['frames']} frames")
+    print(f"latency: p50 {lat['p50']:.1f} ms, p95 {lat['p95']:.1f} ms, max {lat['max']:.1f} ms"
+          + (f"; {summary['missed']} of {summary['frames']} frames missed the {1000 / args.rate:.1f} ms budget of --rate {args.rate:g}"
+             if args.rate else ""))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -135,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parser().parse_args(argv)
     try:
+        if _is_bag(Path(args.input)):  # the model is loaded only once the bag and topic are known to be good
+            return bag_main(args, lambda: Predictor(args.model, device=args.device, threads=args.threads))
         predictor = Predictor(args.model, device=args.device, threads=args.threads)
         kind, frames = frame_sources(args.input)
     except (CheckpointError, InputError, ValueError) as e:
