@@ -10,4 +10,12 @@ def load_model(ckpt_path, map_location="cpu"):
     return _load_model(ckpt_path, map_location)
 
 
-__all__ = ["load_model", "__version__"]
+def __getattr__(name: str):
+    if name == "Predictor":  # imported on first use: ``from mnv2_tasks import Predictor``
+        from .predict import Predictor
+
+        return Predictor
+    raise AttributeError(f"module 'mnv2_tasks' has no attribute {name!r}")
+
+
+__all__ = ["load_model", "Predictor", "__version__"]

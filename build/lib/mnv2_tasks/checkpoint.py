@@ -110,16 +110,16 @@ def check_categories(input_spec: dict, class_names: Sequence[str] | None, catego
                      source: str, model: str) -> list[int] | None:
     """Compare a model's recorded classes with the data's; returns the category id of each model label 1..K.
 
-    Ids that agree pass. Other ids with the same names in another order are mapped by name (logged);
+    The same (id, name) pairs pass. The same names under other ids are mapped by name (logged);
     anything else is refused naming both. ``None``: nothing recorded to compare.
     """
     ours_ids, ours_names = input_spec.get("category_ids"), input_spec.get("class_names")
     if ours_ids is None or category_ids is None:
         return None
     ours_ids, theirs_ids = [int(c) for c in ours_ids], [int(c) for c in category_ids]
-    if ours_ids == theirs_ids:
-        return theirs_ids
     theirs_names = list(class_names or [])
+    if ours_ids == theirs_ids and (not ours_names or not theirs_names or list(ours_names) == theirs_names):
+        return theirs_ids
     if ours_names and sorted(ours_names) == sorted(theirs_names) and len(set(theirs_names)) == len(theirs_names):
         by_name = dict(zip(theirs_names, theirs_ids))
         mapped = [by_name[n] for n in ours_names]

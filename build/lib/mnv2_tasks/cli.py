@@ -4,6 +4,7 @@ thin scripts of a checkout (``train.py``, ``tools/*.py``):
     mnv2-train task=detection                  # python train.py ...          (Hydra overrides)
     mnv2-eval task=detection ckpt=<file>       # python tools/eval.py ...
     mnv2-export <ckpt> [--precision int8]      # python tools/export.py ...
+    mnv2-predict <model> <images|video|0>      # python tools/predict.py ...
     mnv2-benchmark --task deploy               # python tools/benchmark.py ...
 
 The Hydra configuration ships inside the package (``mnv2_tasks/conf``), so these work from any
@@ -21,7 +22,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-__all__ = ["train_main", "eval_main", "export_main", "benchmark_main"]
+__all__ = ["train_main", "eval_main", "export_main", "predict_main", "benchmark_main"]
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
@@ -97,6 +98,15 @@ def export_main(argv: list[str] | None = None) -> dict:
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
     return report
+
+
+def predict_main(argv: list[str] | None = None) -> None:
+    """``mnv2-predict``: a model file on images, folders, videos, cameras, streams (``mnv2_tasks.predict_cli``)."""
+    import sys
+
+    from .predict_cli import main
+
+    sys.exit(main(argv))
 
 
 def benchmark_main(argv: list[str] | None = None) -> None:

@@ -37,6 +37,9 @@ def _device(name: str) -> torch.device:
 
 def evaluate(cfg: DictConfig) -> dict:
     """Build the task's module and data from ``cfg``, load ``cfg.ckpt``, evaluate on the val split; return the metrics."""
+    from .config_check import check_config
+
+    check_config(cfg)
     ckpt = Path(cfg.ckpt)
     device = _device(cfg.get("device", "auto"))
     datamodule = instantiate(cfg.data)

@@ -13,6 +13,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from .checkpoint import check_compatible
+from .config_check import check_config
 from .plots import plot_training_curves
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,7 @@ def _pretrained_backbone(cfg: DictConfig) -> str | None:
 
 def train(cfg: DictConfig) -> dict:
     """Train and evaluate as ``cfg`` says; write ``metrics.json`` and ``curves.png`` to the run dir; return the metrics."""
+    check_config(cfg)  # every setting in its range before anything runs
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if cfg.get("torch_threads"):
@@ -105,6 +107,7 @@ def train(cfg: DictConfig) -> dict:
             metrics.update(cb.final_metrics() or {})
 
     if trainer.is_global_zero:
+        metrics["skipped_samples"] = datamodule.skipped_samples + module.skipped_samples  # bad samples left out (data.on_bad=warn)
         metrics["task"] = module.task_name
         metrics["epochs"] = trainer.current_epoch
         ckpt_cb = trainer.checkpoint_callback

@@ -52,3 +52,21 @@ def draw_segmentation(image: np.ndarray, mask: np.ndarray, alpha: float = 0.5) -
     fg = (mask > 0)[..., None]
     out = np.where(fg, (1 - alpha) * out + alpha * colour, out)
     return Image.fromarray(out.clip(0, 255).astype(np.uint8))
+
+
+def draw_prediction(frame: np.ndarray, pred: dict, score_threshold: float = 0.3) -> Image.Image:
+    """A ``Predictor`` output drawn on its frame: the mask blended, boxes with ``name score``, top classes written."""
+    image = frame
+    if "mask" in pred:
+        image = np.asarray(draw_segmentation(image, pred["mask"]))
+    if "boxes" in pred:
+        by_label = {int(lab): str(n) for lab, n in zip(pred["labels"], pred["names"])}
+        names = [by_label.get(i, str(i)) for i in range(max(by_label, default=0) + 1)]
+        return draw_detections(image, pred["boxes"], pred["scores"], pred["labels"], names, score_threshold)
+    if "topk" in pred:
+        probs = np.zeros(max(i for i, _, _ in pred["topk"]) + 1)
+        names = [""] * len(probs)
+        for i, name, p in pred["topk"]:
+            probs[i], names[i] = p, name
+        return draw_classification(image, probs, names)
+    return Image.fromarray(image)

@@ -52,7 +52,7 @@ def _int8_file(task: str, ckpt: str | None, size: int, calib: list[torch.Tensor]
     if ckpt:
         _, net, prepared, _ = load_for_export(ckpt, lambda: example)
     else:
-        net = instantiate(compose_train_config([f"task={task}", "pretrain=none", f"data.image_size={size}", *overrides]).model.net)
+        net = instantiate(compose_train_config([f"task={task}", "pretrain=none", *overrides]).model.net)  # any input size runs
         net.train()
         with torch.no_grad():  # BatchNorm statistics from real images, so that the graph depends on its input
             for b in calib[:4]:

@@ -57,6 +57,10 @@ def load_coco_json(ann_file: str | Path) -> dict:
     return data
 
 
+# problems of an annotation that ``on_bad="warn"`` repairs instead of dropping it
+_CLIPPED = {"box outside the image"}
+
+
 class CocoDetection(Dataset):
     """One image of a COCO instances file per item (see the module docstring for the sample format).
 
@@ -133,9 +137,12 @@ class CocoDetection(Dataset):
         for i, ann in enumerate(data["annotations"]):
             self._add_annotation(i, ann)
         self.ids = [i for i in self.images if i not in missing_ids]
-        if self.problems:
-            summary = ", ".join(f"{n} x {k}" for k, n in self.problems.items())
-            log.warning("%s: dropped bad entries (%s); e.g. %s", self.ann_file, summary, "; ".join(self._examples.values()))
+        if self.problems:  # say what happened to each kind: boxes past the border are clipped and kept, the rest dropped
+            for verb, kinds in (("clipped to the image and kept", _CLIPPED), ("dropped", None)):
+                found = {k: n for k, n in self.problems.items() if (k in _CLIPPED) == (kinds is not None)}
+                if found:
+                    log.warning("%s: %s (%s); e.g. %s", self.ann_file, verb, ", ".join(f"{n} x {k}" for k, n in found.items()),
+                                "; ".join(self._examples[k] for k in found))
 
     def _problem(self, kind: str, detail: str) -> None:
         self.problems[kind] += 1
@@ -192,6 +199,22 @@ class CocoDetection(Dataset):
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def preflight_items(self) -> list:
+        """Every image, with the size the file gives it (under ``on_bad="warn"`` a size mismatch rescales the boxes instead)."""
+        from .preflight import PreflightItem
+
+        items = []
+        for k, i in enumerate(self.ids):
+            im = self.images[i]
+            size = (int(im["height"]), int(im["width"])) if self.on_bad == "error" and "width" in im and "height" in im else None
+            items.append(PreflightItem(k, self.img_dir / im["file_name"], size=size))
+        return items
+
+    def drop(self, indices) -> None:
+        """Leave these samples out (bad files under ``data.on_bad=warn``)."""
+        gone = set(indices)
+        self.ids = [i for k, i in enumerate(self.ids) if k not in gone]
 
     def load(self, idx: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
         """Image (H, W, 3) uint8, boxes (M, 4) xyxy, labels (M,) with crowd boxes labelled 0, image entry."""
@@ -280,8 +303,9 @@ class CocoDataModule(TaskDataModule):
         min_box_size: float = 1.0,
         num_classes: int | None = None,
         shapes_root: str | None = None,
+        preflight: bool = True,
     ) -> None:
-        super().__init__(batch_size, eval_batch_size, num_workers, shapes_root)
+        super().__init__(batch_size, eval_batch_size, num_workers, shapes_root, on_bad, preflight)
         self.root = Path(root)
         self.expected_num_classes = num_classes
         self.train_ann_file, self.train_img_dir = self.root / train_ann_file, self.root / train_img_dir
@@ -290,7 +314,7 @@ class CocoDataModule(TaskDataModule):
         augment = list(train_transforms) if train_transforms is not None else ssd_train_transforms()
         self.train_tf = detection_pipeline(augment, image_size, min_size=min_box_size)
         self.eval_tf = detection_pipeline([], image_size, min_size=min_box_size)
-        self.on_bad, self.box_tolerance = on_bad, box_tolerance
+        self.box_tolerance = box_tolerance
 
     def _dataset(self, ann_file: Path, img_dir: Path, transform, cat_ids=None) -> CocoDetection:
         return CocoDetection(ann_file, img_dir, transform, cat_ids=cat_ids, on_bad=self.on_bad, box_tolerance=self.box_tolerance)
@@ -299,10 +323,10 @@ class CocoDataModule(TaskDataModule):
         if self.shapes_root is not None:
             ensure_shapes(self.shapes_root)
         if self.train_set is None and stage in (None, "fit"):
-            self.train_set = self._dataset(self.train_ann_file, self.train_img_dir, self.train_tf)
+            self.train_set = self.checked(self._dataset(self.train_ann_file, self.train_img_dir, self.train_tf), str(self.train_ann_file))
         if self.val_set is None:
             cat_ids = self.train_set.cat_ids if self.train_set is not None else None
-            self.val_set = self._dataset(self.val_ann_file, self.val_img_dir, self.eval_tf, cat_ids)
+            self.val_set = self.checked(self._dataset(self.val_ann_file, self.val_img_dir, self.eval_tf, cat_ids), str(self.val_ann_file))
             n = self.val_set.num_classes
             if self.expected_num_classes is not None and self.expected_num_classes != n:
                 raise DataError(

@@ -103,6 +103,18 @@ class COCOSegmentation(Dataset):
     def __len__(self) -> int:
         return len(self.ids)
 
+    def preflight_items(self) -> list:
+        from .preflight import PreflightItem
+
+        return [PreflightItem(k, self.image_dir / self.coco.imgs[i]["file_name"],
+                              size=(int(self.coco.imgs[i]["height"]), int(self.coco.imgs[i]["width"])))
+                for k, i in enumerate(self.ids)]
+
+    def drop(self, indices) -> None:
+        """Leave these samples out (bad files under ``data.on_bad=warn``)."""
+        gone = set(indices)
+        self.ids = [i for k, i in enumerate(self.ids) if k not in gone]
+
     def semantic_mask(self, img_id: int) -> np.ndarray:
         """(H, W) uint8: 0 background, mapped class ids, 255 for crowds and for pixels two classes claim."""
         info = self.coco.imgs[img_id]

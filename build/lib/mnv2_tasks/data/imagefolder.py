@@ -39,6 +39,16 @@ class ImageFolderDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
+    def preflight_items(self) -> list:
+        from .preflight import PreflightItem
+
+        return [PreflightItem(i, Path(path)) for i, (path, _) in enumerate(self.samples)]
+
+    def drop(self, indices) -> None:
+        """Leave these samples out (bad files under ``data.on_bad=warn``)."""
+        gone = set(indices)
+        self.samples = [s for i, s in enumerate(self.samples) if i not in gone]
+
     def __getitem__(self, idx: int) -> dict:
         path, target = self.samples[idx]
         image = read_rgb(path)
@@ -67,21 +77,36 @@ class ImageFolderDataModule(TaskDataModule):
         val_split: str = "val",
         shapes_root: str | None = None,
         num_classes: int | None = None,
+        on_bad: str = "error",
+        preflight: bool = True,
     ) -> None:
-        super().__init__(batch_size, eval_batch_size, num_workers, shapes_root)
+        super().__init__(batch_size, eval_batch_size, num_workers, shapes_root, on_bad, preflight)
         self.root = Path(root)
         self.expected_num_classes = num_classes  # data.num_classes, checked against the class folders
         self.image_size = image_size
         self.train_tf = compose(train_transforms if train_transforms is not None else classification_train(image_size))
         self.eval_tf = compose(eval_transforms if eval_transforms is not None else classification_eval(image_size))
         self.train_split, self.val_split = train_split, val_split
+        self._check_sizes()
+
+    def _check_sizes(self) -> None:
+        """Refuse a ``data.image_size`` the transforms do not produce (a checkpoint records what was used)."""
+        import numpy as np
+
+        probe = np.zeros((3 * self.image_size + 7, 2 * self.image_size + 5, 3), np.uint8)
+        for name, tf in (("eval_transforms", self.eval_tf), ("train_transforms", self.train_tf)):
+            h, w = tf(image=probe)["image"].shape[-2:]
+            if (h, w) != (self.image_size, self.image_size):
+                raise ValueError(f"data.image_size={self.image_size}, but data.{name} make {w}x{h} images; let the "
+                                 "transforms follow it (size: ${data.image_size}) or set data.image_size to what they make")
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is None and stage in (None, "fit"):
-            self.train_set = ImageFolderDataset(self.root / self.train_split, self.train_tf)
+            self.train_set = self.checked(ImageFolderDataset(self.root / self.train_split, self.train_tf), str(self.root / self.train_split))
         if self.val_set is None:
             classes = self.train_set.classes if self.train_set is not None else None
-            self.val_set = ImageFolderDataset(self.root / self.val_split, self.eval_tf, classes=classes)
+            self.val_set = self.checked(ImageFolderDataset(self.root / self.val_split, self.eval_tf, classes=classes),
+                                        str(self.root / self.val_split))
 
     @property
     def class_names(self) -> list[str]:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Callable
 
 import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from .images import DataError
 from .shapes import ensure_shapes
+
+log = logging.getLogger(__name__)
 
 
 def eval_sampler(dataset: Dataset):
@@ -54,11 +58,16 @@ class TaskDataModule(L.LightningDataModule):
 
     collate_fn: Callable | None = None  # a staticmethod in subclasses that batch other than torch's default
     image_size: int | None = None  # the evaluation input size; None: whole images at their own resolution
+    eval_tf = None  # the validation pipeline (albumentations), built by the subclass
     category_ids: list[int] | None = None  # the data set's own id of each class (COCO category ids of labels 1..K)
 
     def __init__(self, batch_size: int, eval_batch_size: int | None = None, num_workers: int = 4,
-                 shapes_root: str | None = None) -> None:
+                 shapes_root: str | None = None, on_bad: str = "error", preflight: bool = True) -> None:
         super().__init__()
+        if on_bad not in ("error", "warn"):
+            raise ValueError(f"data.on_bad must be 'error' (stop before training) or 'warn' (skip bad samples), got {on_bad!r}")
+        self.on_bad, self.preflight = on_bad, preflight
+        self.skipped_samples = 0  # bad samples left out by the pre-flight check (data.on_bad=warn)
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers
@@ -67,23 +76,52 @@ class TaskDataModule(L.LightningDataModule):
         self.val_set: Dataset | None = None
 
     def input_spec(self) -> dict:
-        """What inference needs to feed a model as evaluation on this data does (recorded in checkpoints)."""
+        """What inference needs to feed a model as evaluation on this data does (recorded in checkpoints):
+        the eval transforms themselves (``data/inference.py``), the size, the normalisation, the classes."""
+        from .inference import transform_spec
         from .transforms import IMAGENET_MEAN, IMAGENET_STD
 
         names = self.class_names
         return {"image_size": self.image_size, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
+                "eval_transform": transform_spec(self.eval_tf),
                 "class_names": list(names) if names is not None else None,
                 "category_ids": list(self.category_ids) if self.category_ids is not None else None}
+
+    def checked(self, dataset, what: str):
+        """``dataset`` after the pre-flight check (``data/preflight.py``): every bad sample reported at once,
+        before training; under ``data.on_bad=warn`` they are dropped, logged and counted."""
+        if not self.preflight:
+            return dataset
+        from .preflight import run_preflight
+
+        problems = run_preflight(dataset.preflight_items(), what, self.num_workers)
+        if not problems:
+            return dataset
+        if self.on_bad == "error":
+            raise DataError(f"{what}: {len(problems)} bad sample(s), found before training:\n  " + "\n  ".join(problems.values())
+                            + "\nFix or remove them, or set data.on_bad=warn to skip them (data.preflight=false skips this check)")
+        for p in problems.values():
+            log.warning("skipped (data.on_bad=warn): %s", p)
+        dataset.drop(sorted(problems))
+        self.skipped_samples += len(problems)
+        return dataset
+
+    def _loader(self, dataset, batch_size: int, train: bool):
+        from .preflight import SkipBadSamples, SkippingCollate
+
+        if self.on_bad == "warn":  # a sample that fails while training (changed on disk) is skipped, and counted
+            return make_loader(SkipBadSamples(dataset), batch_size, train, self.num_workers, SkippingCollate(self.collate_fn))
+        return make_loader(dataset, batch_size, train=train, num_workers=self.num_workers, collate_fn=self.collate_fn)
 
     def prepare_data(self) -> None:
         if self.shapes_root is not None:
             ensure_shapes(self.shapes_root)
 
     def train_dataloader(self) -> DataLoader:
-        return make_loader(self.train_set, self.batch_size, train=True, num_workers=self.num_workers, collate_fn=self.collate_fn)
+        return self._loader(self.train_set, self.batch_size, train=True)
 
     def val_dataloader(self) -> DataLoader:
-        return make_loader(self.val_set, self.eval_batch_size, train=False, num_workers=self.num_workers, collate_fn=self.collate_fn)
+        return self._loader(self.val_set, self.eval_batch_size, train=False)
 
     def test_dataloader(self) -> DataLoader:
         return self.val_dataloader()

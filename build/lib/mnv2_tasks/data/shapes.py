@@ -234,6 +234,21 @@ DEFAULT_PARAMS = dict(
 )
 
 
+def _remove_stale_tmp(root: Path) -> None:
+    """Delete the half-written sets (``<root>.tmp<pid>``) that generations killed before they finished left behind."""
+    for tmp in root.parent.glob(f"{root.name}.tmp*"):
+        pid = tmp.name[len(root.name) + 4:]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)  # still running: another process is generating right now
+        except ProcessLookupError:
+            shutil.rmtree(tmp, ignore_errors=True)
+            log.info("removed %s, left by an interrupted generation", tmp)
+        except (PermissionError, OSError):
+            continue
+
+
 def ensure_shapes(root: str | Path | None = None, **params) -> Path:
     """Generate the shapes data set under ``root`` unless it is already there; return ``root``.
 
@@ -253,6 +268,7 @@ def ensure_shapes(root: str | Path | None = None, **params) -> Path:
     params = {**DEFAULT_PARAMS, **params, "version": VERSION}
     num_train, num_val, image_size, seed = params["num_train"], params["num_val"], params["image_size"], params["seed"]
     log.info("generating the embedded shapes data set into %s", root)
+    _remove_stale_tmp(root)
     tmp = root.with_name(root.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "voc" / "SegmentationClass").mkdir(parents=True)

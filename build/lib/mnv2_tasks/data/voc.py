@@ -104,6 +104,17 @@ class VOCSegmentation(Dataset):
     def __len__(self) -> int:
         return len(self.images)
 
+    def preflight_items(self) -> list:
+        from .preflight import PreflightItem
+
+        return [PreflightItem(i, img, mask, self.num_classes) for i, (img, mask) in enumerate(zip(self.images, self.masks))]
+
+    def drop(self, indices) -> None:
+        """Leave these samples out (bad files under ``data.on_bad=warn``)."""
+        gone = set(indices)
+        keep = [i for i in range(len(self.images)) if i not in gone]
+        self.images, self.masks = [self.images[i] for i in keep], [self.masks[i] for i in keep]
+
     def load(self, idx: int) -> tuple[np.ndarray, np.ndarray]:
         """The raw (H, W, 3) uint8 image and its checked (H, W) uint8 mask."""
         image = read_rgb(self.images[idx])
@@ -152,8 +163,10 @@ class SegmentationDataModule(TaskDataModule):
         train_split: str = "train",
         val_split: str = "val",
         shapes_root: str | None = None,
+        on_bad: str = "error",
+        preflight: bool = True,
     ) -> None:
-        super().__init__(batch_size, eval_batch_size, num_workers, shapes_root)
+        super().__init__(batch_size, eval_batch_size, num_workers, shapes_root, on_bad, preflight)
         if class_names is not None and len(class_names) != num_classes:
             raise ValueError(f"class_names has {len(class_names)} names but num_classes is {num_classes}")
         self.num_classes = num_classes
@@ -168,9 +181,9 @@ class SegmentationDataModule(TaskDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is None and stage in (None, "fit"):
-            self.train_set = self.make_dataset(self.train_split, self.train_tf)
+            self.train_set = self.checked(self.make_dataset(self.train_split, self.train_tf), f"{self.root} ({self.train_split})")
         if self.val_set is None:
-            self.val_set = self.make_dataset(self.val_split, self.eval_tf)
+            self.val_set = self.checked(self.make_dataset(self.val_split, self.eval_tf), f"{self.root} ({self.val_split})")
 
 
 class VOCDataModule(SegmentationDataModule):

@@ -44,20 +44,27 @@ def _load_gt(ann_file: str | Path | dict):
     return coco
 
 
+def boxes_to_original(boxes, input_size: Sequence[int], orig_size: Sequence[int]) -> np.ndarray:
+    """(M, 4) xyxy boxes in the network input's pixels -> float32 (M, 4) in the original image's pixels
+    (scaled and clipped). The one mapping that evaluation (COCO results) and inference (``Predictor``) both use."""
+    if isinstance(boxes, torch.Tensor):
+        boxes = boxes.detach().cpu().numpy()
+    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+    orig_h, orig_w = (int(v) for v in orig_size)
+    in_h, in_w = (int(v) for v in input_size)
+    boxes = boxes * np.array([orig_w / in_w, orig_h / in_h, orig_w / in_w, orig_h / in_h], dtype=np.float32)
+    np.clip(boxes, 0, [orig_w, orig_h, orig_w, orig_h], out=boxes)
+    return boxes
+
+
 def to_coco_results(pred: dict, meta: dict, label_to_cat_id: Sequence[int]) -> list[dict]:
     """One image's detections (xyxy in input pixels, contiguous labels) -> COCO results (xywh, original size and ids)."""
-    boxes = torch.as_tensor(pred["boxes"]).detach().float().cpu().reshape(-1, 4)
-    if boxes.numel() == 0:
+    if torch.as_tensor(pred["boxes"]).numel() == 0:
         return []
     scores = torch.as_tensor(pred["scores"]).detach().float().cpu().reshape(-1)
     labels = torch.as_tensor(pred["labels"]).detach().cpu().reshape(-1).long()
-    orig_h, orig_w = (int(v) for v in meta["orig_size"])
-    in_h, in_w = (int(v) for v in meta.get("input_size", meta["orig_size"]))
-    scale = torch.tensor([orig_w / in_w, orig_h / in_h, orig_w / in_w, orig_h / in_h])
-    boxes = boxes * scale
-    boxes[:, 0::2] = boxes[:, 0::2].clamp(0, orig_w)
-    boxes[:, 1::2] = boxes[:, 1::2].clamp(0, orig_h)
-    xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], 1).tolist()
+    boxes = boxes_to_original(pred["boxes"], meta.get("input_size", meta["orig_size"]), meta["orig_size"]).astype(np.float64)
+    xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], 1).tolist()
     image_id = meta["image_id"]
     image_id = image_id.item() if hasattr(image_id, "item") else image_id
     return [
@@ -94,7 +101,21 @@ def evaluate_results(coco_gt, results: list[dict], image_ids: Sequence | None = 
         ev.accumulate()
         ev.summarize()
     stats = [float(v) for v in ev.stats]
-    return {k: (v if v >= 0 else float("nan")) for k, v in zip(SUMMARY_KEYS, stats)}, text.getvalue()
+    metrics: dict = {k: (v if v >= 0 else float("nan")) for k, v in zip(SUMMARY_KEYS, stats)}
+    metrics["AP_per_class"] = per_class_ap(ev)
+    return metrics, text.getvalue()
+
+
+def per_class_ap(ev) -> dict[str, float | None]:
+    """AP@[.5:.95] of every category (all areas, 100 detections), keyed by category name, from COCOeval's
+    accumulated precision array (T x R x K x A x M); ``None`` for a category without ground truth."""
+    precision = ev.eval["precision"][:, :, :, 0, -1]  # (T IoU thresholds, R recall points, K categories)
+    out = {}
+    for k, cat_id in enumerate(ev.params.catIds):
+        p = precision[:, :, k]
+        name = str(ev.cocoGt.cats.get(cat_id, {}).get("name", cat_id))
+        out[name] = float(p[p > -1].mean()) if (p > -1).any() else None
+    return out
 
 
 class CocoEvaluator:

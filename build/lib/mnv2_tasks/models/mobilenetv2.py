@@ -7,6 +7,7 @@ bn2, conv_pwl, bn3``); ``pretrained.py`` maps torchvision's and timm's names ont
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Callable, Sequence
 
 import torch
@@ -28,10 +29,11 @@ INVERTED_RESIDUAL_SETTING: list[list[int]] = [
     [6, 320, 1, 1],
 ]
 
-# Feature taps, by index: (module whose output is tapped, description).
-# 0-4 are the last block of each stride (timm's default taps), 5 is the 1280-channel head,
-# 6 is the expansion output of the first stride-32 block (96 -> 576 -> 160), still at
-# stride 16: the layer the paper's SSDLite attaches its first prediction layer to.
+# Feature taps, by index. They are recorded while the network is built (``_MobileNetV2Trunk.taps``),
+# so a custom ``inverted_residual_setting`` keeps correct taps: 0-4 are the last block of each
+# stride 2, 4, 8, 16, 32 (timm's default taps), 5 is the 1x1 head (1280 channels), 6 is the
+# expansion output of the first stride-32 block (96 -> 576 -> 160), still at stride 16: the
+# layer the paper's SSDLite attaches its first prediction layer to. For the paper's table:
 TAPS: dict[int, str] = {
     0: "blocks.0",
     1: "blocks.2",
@@ -155,42 +157,39 @@ class _MobileNetV2Trunk(nn.Module):
 
         # Strides beyond output_stride become dilation (TF DeepLab's rule): the block that
         # would pass output_stride keeps its current rate, the blocks after it multiply it.
-        current_stride, rate = 2, 1
-        # (channels, reduction) after every block; mid channels for the expansion tap
-        self._block_info: list[tuple[int, int, int]] = []
+        current_stride, rate, nominal = 2, 1, 2
         blocks: list[nn.Module] = []
-        in_chs = stem_chs
+        # the taps, recorded as the blocks are built: index -> {num_chs, reduction, module, index, position}
+        self.taps: dict[int, dict] = {}
+        in_chs, in_reduction = stem_chs, 2
         for t, c, n, s in setting:
             out_chs = make_divisible(c * width_mult, round_nearest)
             for i in range(n):
                 stride = s if i == 0 else 1
+                nominal *= stride  # the stride without dilation: it names the stage (taps 0-4)
                 if stride > 1 and current_stride >= output_stride:
                     block_stride, block_rate, rate = 1, rate, rate * stride
                 else:
                     block_stride, block_rate = stride, rate
                     current_stride *= stride
+                b = len(blocks)
                 block = InvertedResidual(in_chs, out_chs, block_stride, t, block_rate, norm_layer, act_layer)
                 blocks.append(block)
-                # expansion output is at the resolution of the block's input
-                self._block_info.append((out_chs, current_stride, block.mid_chs))
-                in_chs = out_chs
+                if nominal in (2, 4, 8, 16, 32):  # the last block of each stride so far: overwritten by later ones
+                    self._record_tap(nominal.bit_length() - 2, f"blocks.{b}", out_chs, current_stride, (b, False))
+                if nominal == 32 and 6 not in self.taps:  # the first stride-32 block's expansion, at its input's resolution
+                    self._record_tap(6, f"blocks.{b}.expansion", block.mid_chs, in_reduction, (b, True))
+                in_chs, in_reduction = out_chs, current_stride
         self.blocks = nn.Sequential(*blocks)
+        self._record_tap(5, "head", self.head_chs, current_stride, (len(blocks), False))
         self.head = ConvBNAct(in_chs, self.head_chs, 1, norm_layer=norm_layer, act_layer=act_layer) if with_head else None
 
+    def _record_tap(self, index: int, module: str, chs: int, reduction: int, position: tuple[int, bool]) -> None:
+        self.taps[index] = {"num_chs": chs, "reduction": reduction, "module": module, "index": index, "position": position}
+
     def tap_info(self) -> list[dict]:
-        """timm-style info for every tap index in ``TAPS``."""
-        info = []
-        for idx, module in TAPS.items():
-            if module == "head":
-                chs, red = self.head_chs, self._block_info[-1][1]
-            elif module.endswith(".expansion"):
-                b = int(module.split(".")[1])
-                chs, red = self._block_info[b][2], self._block_info[b - 1][1]
-            else:
-                b = int(module.split(".")[1])
-                chs, red = self._block_info[b][0], self._block_info[b][1]
-            info.append({"num_chs": chs, "reduction": red, "module": module, "index": idx})
-        return info
+        """timm-style info of every tap this network has, by index (``num_chs``, ``reduction``, ``module``, ``index``)."""
+        return [{k: v for k, v in self.taps[i].items() if k != "position"} for i in sorted(self.taps)]
 
     def _init_weights(self) -> None:
         # torchvision's initialisation, so that an untrained model behaves like theirs
@@ -273,6 +272,11 @@ class MobileNetV2Backbone(_MobileNetV2Trunk):
     at width 1.0 the default taps have channels [16, 24, 32, 96, 320] and reductions
     [2, 4, 8, 16, 32]. ``output_stride`` 16 or 8 turns the later strides into dilation,
     with the same weights. Layers after the deepest selected tap are not built.
+
+    For torchvision's detectors: ``out_channels`` is the last tap's channel count (what
+    ``FasterRCNN`` / ``RetinaNet`` / ``SSD`` read), and ``return_dict=True`` returns an
+    ``OrderedDict`` of the maps named ``"0"``, ``"1"``, ... (``fpn.mobilenetv2_fpn_backbone`` builds
+    a ``BackboneWithFPN`` on it).
     """
 
     def __init__(
@@ -285,26 +289,31 @@ class MobileNetV2Backbone(_MobileNetV2Trunk):
         act_layer: Callable[..., nn.Module] = nn.ReLU6,
         inverted_residual_setting: Sequence[Sequence[int]] | None = None,
         round_nearest: int = 8,
+        return_dict: bool = False,
     ) -> None:
-        indices = sorted({_TAP_ALIASES.get(i, i) if isinstance(i, str) else int(i) for i in out_indices}, key=_tap_depth)
-        bad = [i for i in indices if i not in TAPS]
-        if bad or not indices:
+        requested = {_TAP_ALIASES.get(i, i) if isinstance(i, str) else int(i) for i in out_indices}
+        if not requested or not requested <= set(TAPS):
             raise ValueError(f"out_indices {tuple(out_indices)} must be non-empty and within {sorted(TAPS)} ({TAPS})")
         super().__init__(
             width_mult, output_stride, in_chans, norm_layer, act_layer, inverted_residual_setting, round_nearest,
-            with_head=5 in indices,
+            with_head=5 in requested,
         )
+        missing = sorted(requested - set(self.taps))
+        if missing:
+            raise ValueError(f"out_indices {missing}: this inverted_residual_setting has no such tap (it has {sorted(self.taps)})")
+        # taps in network order; each is (block index, is_expansion), the head being block len(blocks)
+        indices = sorted(requested, key=lambda i: (self.taps[i]["position"][0], 0 if self.taps[i]["position"][1] else 1))
         self.out_indices = tuple(indices)
-        all_info = self.tap_info()
-        self.feature_info = FeatureInfo([all_info[i] for i in indices])
-        # Each tap is (block index, is_expansion); the head is block len(blocks).
-        self._taps = [_tap_position(i) for i in indices]
+        self.feature_info = FeatureInfo([{k: v for k, v in self.taps[i].items() if k != "position"} for i in indices])
+        self._taps = [self.taps[i]["position"] for i in indices]
+        self.out_channels = self.feature_info.channels(len(indices) - 1)
+        self.return_dict = return_dict
         n_blocks = max(b + (0 if e else 1) for b, e in self._taps)
         if n_blocks < len(self.blocks) and 5 not in indices:
             self.blocks = self.blocks[:n_blocks]
         self._init_weights()
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor] | OrderedDict[str, torch.Tensor]:
         x = self.stem(x)
         feats: list[torch.Tensor] = []
         taps = self._taps
@@ -322,16 +331,6 @@ class MobileNetV2Backbone(_MobileNetV2Trunk):
                 t += 1
         if self.head is not None:
             feats.append(self.head(x))
+        if self.return_dict:
+            return OrderedDict((str(i), f) for i, f in enumerate(feats))
         return feats
-
-
-def _tap_position(idx: int) -> tuple[int, bool]:
-    module = TAPS[idx]
-    if module == "head":
-        return (len(INVERTED_RESIDUAL_SETTING) * 100, False)  # after every block
-    return (int(module.split(".")[1]), module.endswith(".expansion"))
-
-
-def _tap_depth(idx: int) -> tuple[int, int]:
-    b, is_exp = _tap_position(idx) if idx in TAPS else (10**9, False)
-    return (b, 0 if is_exp else 1)

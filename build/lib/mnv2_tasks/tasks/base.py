@@ -100,6 +100,7 @@ class TaskModule(L.LightningModule):
         self.net_spec: dict | None = None  # the Hydra node that builds `net`; set by train(cfg)
         self.input_spec: dict = {}  # what inference needs, when no data module gives it (TaskDataModule.input_spec)
         self._final_metrics: dict | None = None
+        self.skipped_samples = 0  # samples that failed to load while training or validating (data.on_bad=warn)
         self.pretrained_report = None
         if pretrained:
             self.load_pretrained_backbone(pretrained)
@@ -183,6 +184,7 @@ class TaskModule(L.LightningModule):
         return loss
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        self.skipped_samples += int(batch.get("skipped", 0))  # bad samples left out while loading (data.on_bad=warn)
         batch = self.prepare_batch(batch)
         loss, _ = self.model_step(batch, "train")
         return self._log_losses(loss, "train", batch["image"].shape[0])
@@ -191,6 +193,7 @@ class TaskModule(L.LightningModule):
         self.reset_metrics()
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self.skipped_samples += int(batch.get("skipped", 0))
         batch = self.prepare_batch(batch)
         loss, preds = self.model_step(batch, "val")
         if loss is not None:

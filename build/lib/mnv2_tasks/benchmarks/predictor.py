@@ -1,0 +1,68 @@
+"""The Predictor's overhead: the whole call (preprocessing, the model, mapping back) against the bare model call.
+
+    python -m mnv2_tasks.benchmarks.predictor                          # a PTQ int8 detector of the embedded default
+    python -m mnv2_tasks.benchmarks.predictor --model <run>/model.int8.onnx
+
+On an embedded validation frame at the default 160 px, batch 1, ``--threads`` ORT threads:
+``Predictor(frame)`` against ``session.run`` on the already preprocessed tensor, in alternating
+rounds (median of the rounds' medians, p99 over all runs). The difference is what the API adds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .common import cpu_int8_flags, timing_parser
+from .multitask import _int8_file, _times_ms
+
+__all__ = ["run"]
+
+
+def run(args) -> str:
+    from ..data.images import read_rgb
+    from ..predict import Predictor
+    from ..quant.export import export_datamodule
+    from ..quant.ptq import calibration_batches
+
+    model = args.model
+    if model is None:  # the embedded detection default, quantized with the package quantizer
+        dm = export_datamodule("detection", [])
+        model = _int8_file("detection", None, 160, calibration_batches(dm.train_dataloader(), 32),
+                           Path(tempfile.mkdtemp(prefix="bench_predictor_")), [])
+        frame = read_rgb(next(iter(sorted(Path(dm.val_img_dir).glob("*.jpg")))))
+    else:
+        frame = (np.random.default_rng(0).random((160, 160, 3)) * 255).astype(np.uint8)
+    predictor = Predictor(model, threads=args.threads)
+    session, name = predictor._run.session, predictor._run.input_name
+    x = predictor.preprocess(frame).unsqueeze(0).numpy()
+    runs = {"ONNX Runtime session.run (preprocessed tensor)": lambda: session.run(None, {name: x}),
+            "Predictor(frame): preprocessing + model + mapping back": lambda: predictor(frame)}
+    meds: dict[str, list[float]] = {k: [] for k in runs}
+    every: dict[str, list[float]] = {k: [] for k in runs}
+    for _ in range(args.rounds):
+        for k, fn in runs.items():
+            t = _times_ms(fn, args.warmup, args.repeats)
+            meds[k].append(statistics.median(t))
+            every[k] += t
+    bare, full = (statistics.median(meds[k]) for k in runs)
+    lines = [f"{Path(model).name}, frame {frame.shape[1]}x{frame.shape[0]}, batch 1, {args.threads} threads, "
+             f"CPU int8 path: {cpu_int8_flags()}; median of {args.rounds} rounds x {args.repeats} runs", "",
+             "| call | p50 (ms) | p99 (ms) |", "|---|---:|---:|"]
+    lines += [f"| {k} | {statistics.median(meds[k]):.3f} | {np.percentile(every[k], 99):.3f} |" for k in runs]
+    lines += ["", f"API overhead: {full - bare:.3f} ms = {100 * (full - bare) / bare:.1f}% of the model's time"]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = timing_parser(__doc__, repeats=200, warmup=20)
+    p.add_argument("--model", default=None, help="an .onnx (or .ckpt) to time; default: a PTQ int8 embedded detector")
+    print(run(p.parse_args(argv)))
+
+
+if __name__ == "__main__":
+    main()

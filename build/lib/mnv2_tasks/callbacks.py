@@ -1,0 +1,98 @@
+"""Lightning callbacks of the package that are not about quantization."""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import Callback
+
+log = logging.getLogger(__name__)
+
+__all__ = ["ValidationPictures", "SaveOnDataError"]
+
+
+class SaveOnDataError(Callback):
+    """A sample that fails while training (``data.on_bad=error``; e.g. a file changed on disk after the
+    pre-flight check) stops the run with the error naming the file, after saving where the run was to
+    ``checkpoints/<filename>``: resume from it with ``ckpt_path=`` once the file is fixed."""
+
+    def __init__(self, dirpath: str, filename: str = "interrupted.ckpt") -> None:
+        self.path = Path(dirpath) / filename
+        self._training = False
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._training = True
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        from .data.images import DataError
+
+        # only once training runs: a pre-flight error at setup has nothing to save
+        if isinstance(exception, DataError) and self._training:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            trainer.save_checkpoint(self.path)
+            log.error("bad data stopped the run at epoch %d, step %d; saved %s (resume with ckpt_path=%s once the data is fixed)",
+                      trainer.current_epoch, trainer.global_step, self.path, self.path)
+
+
+class ValidationPictures(Callback):
+    """At the end of fitting, ``val_predictions.png`` in the run directory: a grid of the first ``num_images``
+    validation images as the network sees them, with its predictions drawn (boxes with class and score,
+    masks blended, top classes written): the model shown to a person.
+
+    Args:
+        num_images: images in the grid.
+        score_threshold: detection: boxes drawn from this score on.
+        filename: written into the trainer's ``default_root_dir``.
+    """
+
+    def __init__(self, num_images: int = 16, score_threshold: float = 0.3, filename: str = "val_predictions.png") -> None:
+        self.num_images, self.score_threshold, self.filename = num_images, score_threshold, filename
+
+    @torch.no_grad()
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero or trainer.datamodule is None:
+            return
+        try:
+            path = self.draw(pl_module, trainer.datamodule, Path(trainer.default_root_dir) / self.filename)
+            log.info("validation pictures: %s", path)
+        except Exception as e:  # noqa: BLE001 - pictures never cost the run its results
+            log.warning("could not draw %s: %s", self.filename, e)
+
+    def draw(self, pl_module, datamodule, out: Path) -> Path:
+        from PIL import Image
+
+        from .predict import frame_result
+        from .visualize import draw_prediction
+
+        spec = datamodule.input_spec()
+        mean = torch.tensor(spec["mean"]).view(1, 3, 1, 1)
+        std = torch.tensor(spec["std"]).view(1, 3, 1, 1)
+        was_training = pl_module.training
+        pl_module.eval()
+        tiles: list[Image.Image] = []
+        try:
+            for batch in datamodule.val_dataloader():
+                images = batch["image"].to(pl_module.device)
+                preds = pl_module.predictions(pl_module.raw_outputs(pl_module.prepare_batch(batch)["image"].to(pl_module.device)), images)
+                frames = ((images.cpu() * std + mean).clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()
+                for i, frame in enumerate(frames[: self.num_images - len(tiles)]):
+                    hw = frame.shape[:2]
+                    pred = frame_result(pl_module.task_name, preds, i, hw, hw, spec["class_names"], spec["category_ids"])
+                    tiles.append(draw_prediction(np.ascontiguousarray(frame), pred, self.score_threshold))
+                if len(tiles) >= self.num_images:
+                    break
+        finally:
+            pl_module.train(was_training)
+        cols = math.ceil(math.sqrt(len(tiles)))
+        rows = math.ceil(len(tiles) / cols)
+        w, h = max(t.width for t in tiles), max(t.height for t in tiles)
+        grid = Image.new("RGB", (cols * w, rows * h), (255, 255, 255))
+        for k, tile in enumerate(tiles):
+            grid.paste(tile, ((k % cols) * w, (k // cols) * h))
+        grid.save(out)
+        return out

@@ -1,0 +1,76 @@
+"""Settings checked before anything runs: ``check_config(cfg)`` at the top of ``train(cfg)`` and ``evaluate(cfg)``.
+
+A bad value (a size of -5, a batch of 0, a width outside the network's range, a threshold
+outside [0, 1]) is refused before data generation, pretraining or the trainer start, with the key,
+the value and the allowed range, and every bad value is reported at once.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from omegaconf import DictConfig, OmegaConf
+
+__all__ = ["check_config", "ConfigError"]
+
+
+class ConfigError(ValueError):
+    """A setting outside its allowed range; the message names the key, the value and the range."""
+
+
+def _int_at_least(lo: int) -> Callable[[Any], bool]:
+    return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= lo
+
+
+def _number(lo: float, hi: float, lo_open: bool = False) -> Callable[[Any], bool]:
+    return lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and (lo < v if lo_open else lo <= v) and v <= hi
+
+
+def _size(v: Any) -> bool:
+    if isinstance(v, (list, tuple)) or OmegaConf.is_list(v):
+        return len(v) == 2 and all(_int_at_least(8)(x) for x in v)
+    return _int_at_least(8)(v)
+
+
+# key -> (test, allowed range in words); keys absent from a config are not checked
+RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "data.batch_size": (_int_at_least(1), "an integer >= 1 (images per training step)"),
+    "data.eval_batch_size": (lambda v: v is None or _int_at_least(1)(v), "null or an integer >= 1"),
+    "data.num_workers": (_int_at_least(0), "an integer >= 0 (0: load in the main process)"),
+    "data.image_size": (lambda v: v is None or _size(v), "an integer >= 8 or [height, width] (pixels)"),
+    "data.crop_size": (_int_at_least(8), "an integer >= 8 (pixels)"),
+    "data.num_classes": (_int_at_least(1), "an integer >= 1"),
+    "model.net.width_mult": (_number(0.1, 2.0), "a number in [0.1, 2.0] (the paper uses 0.35-1.4)"),
+    "model.net.num_classes": (_int_at_least(1), "an integer >= 1"),
+    "model.net.output_stride": (lambda v: v in (8, 16, 32), "8, 16 or 32"),
+    "model.net.iou_threshold": (_number(0.0, 1.0, lo_open=True), "a number in (0, 1]"),
+    "model.net.eval_postprocess.score_thresh": (_number(0.0, 1.0), "a number in [0, 1]"),
+    "model.net.eval_postprocess.nms_thresh": (_number(0.0, 1.0), "a number in [0, 1]"),
+    "model.net.eval_postprocess.detections_per_img": (_int_at_least(1), "an integer >= 1"),
+    "model.net.deploy_postprocess.score_thresh": (_number(0.0, 1.0), "a number in [0, 1]"),
+    "model.net.deploy_postprocess.nms_thresh": (_number(0.0, 1.0), "a number in [0, 1]"),
+    "model.optimizer.lr": (_number(0.0, 10.0, lo_open=True), "a number in (0, 10]"),
+    "model.optimizer.weight_decay": (_number(0.0, 1.0), "a number in [0, 1]"),
+    "model.seg_weight": (_number(0.0, 1e3), "a number >= 0"),
+    "trainer.max_epochs": (lambda v: v is None or v == -1 or _int_at_least(0)(v), "an integer >= 0 (-1: no limit)"),
+    "trainer.check_val_every_n_epoch": (lambda v: v is None or _int_at_least(1)(v), "null or an integer >= 1"),
+    "quant.num_calibration_images": (_int_at_least(1), "an integer >= 1"),
+    "quant.freeze_bn_epoch": (lambda v: v is None or _int_at_least(0)(v), "null or an integer >= 0"),
+    "quant.freeze_observer_epoch": (lambda v: v is None or _int_at_least(0)(v), "null or an integer >= 0"),
+}
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Raise ``ConfigError`` listing every setting outside its allowed range (see ``RULES``)."""
+    problems = []
+    for key, (ok, allowed) in RULES.items():
+        try:
+            value = OmegaConf.select(cfg, key, throw_on_missing=False)
+        except Exception:  # noqa: BLE001 - an interpolation that cannot resolve here is checked where it is used
+            continue
+        if value is None and OmegaConf.select(cfg, key, default="<absent>") == "<absent>":
+            continue
+        if not ok(value):
+            problems.append(f"{key}={value!r}: must be {allowed}")
+    if problems:
+        raise ConfigError("invalid settings (python train.py ... key=value):\n  " + "\n  ".join(problems))

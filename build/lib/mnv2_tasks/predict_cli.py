@@ -1,0 +1,226 @@
+"""``mnv2-predict`` / ``tools/predict.py``: a model file on images, folders, globs, videos, cameras and streams.
+
+    python tools/predict.py <model> photo.jpg                    # .ckpt, .onnx (fp32/int8) or a torchvision .pth
+    python tools/predict.py <model> images/ --json               # predictions.json too
+    python tools/predict.py <model> 'shots/*.png' --out preds/
+    python tools/predict.py <model> clip.mp4                      # writes preds/clip.pred.mp4
+    python tools/predict.py <model> 0                             # camera 0 (OpenCV), until the stream ends or Ctrl-C
+    python tools/predict.py <model> rtsp://host/stream --device cuda
+    python tools/predict.py mobilenet_v2-b0353104.pth cat.jpg     # top-5 ImageNet classes
+    python tools/predict.py <model> drive_bag/ --topic /camera/image_raw --out drive_mnv2   # a ROS 2 bag -> vision_msgs
+
+Pictures with the predictions drawn go to ``--out``; ``--score-threshold`` decides which boxes
+are drawn, while ``predictions.json`` holds every detection evaluation scores (detection: COCO
+result records in the data set's category ids and original pixels). At the end: per-frame
+latency (p50 / p95 ms, frames per second), pre- and post-processing included. A bad image among
+good ones is named and skipped; the run then exits with status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from .data.images import DataError, read_rgb
+
+__all__ = ["main", "frame_sources", "latency_summary"]
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm"}
+
+
+class InputError(ValueError):
+    """An input that cannot be read at all (missing, empty folder, unopenable stream)."""
+
+
+def _video(source, name: str) -> Iterator[tuple[str, np.ndarray | Exception]]:
+    import cv2
+
+    cap = cv2.VideoCapture(source)
+    if not cap.isOpened():
+        raise InputError(f"{source}: cannot open this video, camera or stream (codec, device index or URL)")
+    try:
+        i = 0
+        while True:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            yield f"{name}#{i}", np.ascontiguousarray(frame[:, :, ::-1])  # BGR -> RGB
+            i += 1
+    finally:
+        cap.release()
+
+
+def frame_sources(source: str) -> tuple[str, Iterator[tuple[str, np.ndarray | Exception]]]:
+    """``("images" | "video", frames)``: ``(name, RGB frame or the error reading it)`` for every frame of ``source``."""
+    path = Path(source)
+    if source.isdigit():  # a camera index, as OpenCV numbers them
+        return "video", _video(int(source), f"camera{source}")
+    if "://" in source:
+        return "video", _video(source, "stream")
+    if any(c in source for c in "*?["):
+        files = sorted(Path(p) for p in glob.glob(source) if Path(p).suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise InputError(f"{source}: no images match this pattern")
+    elif path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise InputError(f"{path}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in this folder")
+    elif not path.exists():
+        raise InputError(f"{path}: no such file or folder")
+    elif path.suffix.lower() in VIDEO_SUFFIXES:
+        return "video", _video(str(path), path.stem)
+    else:
+        files = [path]
+
+    def images() -> Iterator[tuple[str, np.ndarray | Exception]]:
+        for f in files:
+            try:
+                yield str(f), read_rgb(f)
+            except DataError as e:
+                yield str(f), e
+
+    return "images", images()
+
+
+def latency_summary(ms: list[float]) -> str:
+    if not ms:
+        return "no frames"
+    p50, p95 = np.percentile(ms, 50), np.percentile(ms, 95)
+    return f"{len(ms)} frames: p50 {p50:.1f} ms, p95 {p95:.1f} ms, {1000.0 / np.mean(ms):.1f} frames/s (pre- and post-processing included)"
+
+
+def json_records(name: str, pred: dict) -> list[dict] | dict:
+    """What ``predictions.json`` holds for one frame (detection: COCO result records)."""
+    rec: dict = {}
+    if "boxes" in pred:
+        xywh = np.concatenate([pred["boxes"][:, :2], pred["boxes"][:, 2:] - pred["boxes"][:, :2]], 1)
+        dets = [{"file_name": name, "category_id": int(c), "bbox": [round(float(v), 3) for v in b], "score": float(s)}
+                for b, s, c in zip(xywh, pred["scores"], pred["category_ids"])]
+        if pred["task"] == "detection":
+            return dets
+        rec["detections"] = dets
+    if "topk" in pred:
+        rec["topk"] = [{"label": i, "name": n, "score": s} for i, n, s in pred["topk"]]
+    if "mask" in pred:
+        classes, counts = np.unique(pred["mask"], return_counts=True)
+        rec["pixels_per_class"] = {int(c): int(n) for c, n in zip(classes, counts)}
+    return {"file_name": name, **rec}
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mnv2-predict", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model", help="a .ckpt of this package, an exported .onnx (fp32 or int8), or a torchvision/timm MobileNetV2 .pth")
+    p.add_argument("input", help="an image, a folder, a glob ('*.jpg'), a video file, a camera index (0) or a stream URL")
+    p.add_argument("--out", type=Path, default=Path("predictions"), help="output folder (default: ./predictions)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="PyTorch model files (ONNX: ONNX Runtime on the CPU)")
+    p.add_argument("--threads", type=int, default=2, help="ONNX Runtime intra-op threads")
+    p.add_argument("--score-threshold", type=float, default=0.3, help="detection: draw boxes scoring at least this")
+    p.add_argument("--json", action="store_true", help="also write predictions.json")
+    p.add_argument("--no-draw", action="store_true", help="write no pictures (latency and JSON only)")
+    bag = p.add_argument_group("ROS 2 bags (input: a rosbag2 folder; see mnv2_tasks/rosbag_io.py)")
+    bag.add_argument("--topic", help="the image topic to read (sensor_msgs Image or CompressedImage)")
+    bag.add_argument("--list-topics", action="store_true", help="print the bag's image topics, types and message counts")
+    bag.add_argument("--rate", type=float, default=None, help="frames per second needed: count the frames that miss 1/rate")
+    return p
+
+
+def _is_bag(path: Path) -> bool:
+    """A rosbag2 folder: metadata.yaml, or (an error later) .mcap / .db3 files without it."""
+    return path.is_dir() and ((path / "metadata.yaml").is_file() or any(path.glob("*.mcap")) or any(path.glob("*.db3")))
+
+
+def bag_main(args, predictor_factory) -> int:
+    """The bag path of ``main``: list the image topics, or predict on one into a new MCAP bag at ``--out``."""
+    from .rosbag_io import BagError, list_image_topics, predict_bag
+
+    try:
+        if args.list_topics:
+            for topic, msgtype, count in list_image_topics(args.input):
+                print(f"{topic}  {msgtype}  {count} messages")
+            return 0
+        if not args.topic:
+            topics = ", ".join(t for t, _, _ in list_image_topics(args.input)) or "none"
+            raise BagError(f"{args.input}: a bag needs --topic (its image topics: {topics})")
+        summary = predict_bag(predictor_factory(), args.input, args.topic, args.out, args.score_threshold, args.rate)
+    except (BagError, ValueError) as e:  # CheckpointError / OnnxFileError of the model file are ValueErrors too
+        raise SystemExit(f"error: {e}") from None
+    lat = summary["latency_ms"]
+    print(f"written: {args.out} (MCAP; {', '.join(summary['topics']) or 'no messages'}), {summary['frames']} frames")
+    print(f"latency: p50 {lat['p50']:.1f} ms, p95 {lat['p95']:.1f} ms, max {lat['max']:.1f} ms"
+          + (f"; {summary['missed']} of {summary['frames']} frames missed the {1000 / args.rate:.1f} ms budget of --rate {args.rate:g}"
+             if args.rate else ""))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``model`` on ``input``; returns the exit status (1 if some input could not be read)."""
+    from .checkpoint import CheckpointError
+    from .predict import Predictor
+    from .visualize import draw_prediction
+
+    args = parser().parse_args(argv)
+    try:
+        if _is_bag(Path(args.input)):  # the model is loaded only once the bag and topic are known to be good
+            return bag_main(args, lambda: Predictor(args.model, device=args.device, threads=args.threads))
+        predictor = Predictor(args.model, device=args.device, threads=args.threads)
+        kind, frames = frame_sources(args.input)
+    except (CheckpointError, InputError, ValueError) as e:
+        raise SystemExit(f"error: {e}") from None
+    args.out.mkdir(parents=True, exist_ok=True)
+    records: list = []
+    latency: list[float] = []
+    failed = 0
+    writer = None
+    from tqdm import tqdm
+
+    try:
+        for name, frame in tqdm(frames, desc="predict", unit="frame", disable=not sys.stderr.isatty()):
+            if isinstance(frame, Exception):
+                print(f"error: {frame}", file=sys.stderr)
+                failed += 1
+                continue
+            t0 = time.perf_counter()
+            pred = predictor(frame)
+            latency.append((time.perf_counter() - t0) * 1000)
+            rec = json_records(name, pred)
+            records.extend(rec) if isinstance(rec, list) else records.append(rec)
+            if args.no_draw:
+                continue
+            drawn = np.asarray(draw_prediction(frame, pred, args.score_threshold))
+            if kind == "images":
+                from PIL import Image
+
+                Image.fromarray(drawn).save(args.out / f"{Path(name).stem}.pred.png")
+            else:
+                writer = writer or _video_writer(args.out / f"{name.split('#')[0]}.pred.mp4", drawn.shape)
+                writer.write(np.ascontiguousarray(drawn[:, :, ::-1]))
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+    finally:
+        if writer is not None:
+            writer.release()
+    if args.json:
+        (args.out / "predictions.json").write_text(json.dumps(records, indent=1))
+    print(f"written: {args.out}/ ({len(latency)} frames{', predictions.json' if args.json else ''})")
+    print(f"latency: {latency_summary(latency)}")
+    if kind == "images" and failed:
+        print(f"error: {failed} input(s) could not be read (named above); the others were processed", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _video_writer(path: Path, shape):
+    import cv2
+
+    return cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25, (shape[1], shape[0]))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
