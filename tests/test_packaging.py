@@ -27,9 +27,15 @@ def test_console_scripts_and_shipped_configs_are_declared():
 
 
 def test_wheel_installs_and_trains_outside_the_checkout(tmp_path, shapes_root):
-    wheels, target, work = tmp_path / "wheels", tmp_path / "site", tmp_path / "elsewhere"
+    wheels, target, work, src = tmp_path / "wheels", tmp_path / "site", tmp_path / "elsewhere", tmp_path / "src"
     work.mkdir()
-    build = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(wheels), str(ROOT)]
+    # build from a copy of the sources, so that the build leaves nothing in the checkout
+    import shutil
+
+    shutil.copytree(ROOT / "mnv2_tasks", src / "mnv2_tasks", ignore=shutil.ignore_patterns("__pycache__"))
+    for f in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / f, src / f)
+    build = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(wheels), str(src)]
     subprocess.run(build, check=True, capture_output=True, text=True, timeout=600)
     wheel = next(wheels.glob("mnv2_tasks-*.whl"))
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--target", str(target), str(wheel)],
