@@ -26,8 +26,8 @@ def count_madds(model: torch.nn.Module, x: torch.Tensor) -> float:
     return counter.get_total_flops() / 2
 
 
-def median_latency_ms(fn: Callable[[], object], warmup: int = 3, repeats: int = 20) -> float:
-    """Median wall time of ``fn()`` in milliseconds, after ``warmup`` calls."""
+def times_ms(fn: Callable[[], object], warmup: int = 3, repeats: int = 20) -> list[float]:
+    """Wall times of ``repeats`` calls of ``fn()`` in milliseconds, after ``warmup`` calls."""
     for _ in range(warmup):
         fn()
     times = []
@@ -35,7 +35,12 @@ def median_latency_ms(fn: Callable[[], object], warmup: int = 3, repeats: int = 
         t0 = time.perf_counter()
         fn()
         times.append((time.perf_counter() - t0) * 1000)
-    return statistics.median(times)
+    return times
+
+
+def median_latency_ms(fn: Callable[[], object], warmup: int = 3, repeats: int = 20) -> float:
+    """Median wall time of ``fn()`` in milliseconds, after ``warmup`` calls."""
+    return statistics.median(times_ms(fn, warmup, repeats))
 
 
 def timing_parser(description: str | None, repeats: int = 20, warmup: int = 3) -> argparse.ArgumentParser:

@@ -16,29 +16,17 @@ from __future__ import annotations
 
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-__all__ = ["run_multitask"]
+__all__ = ["run_multitask", "int8_onnx_file"]
 
 TASKS = ("multitask", "detection", "segmentation")
 
 
-def _times_ms(fn, warmup: int, repeats: int) -> list[float]:
-    for _ in range(warmup):
-        fn()
-    out = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        out.append((time.perf_counter() - t0) * 1000)
-    return out
-
-
-def _int8_file(task: str, ckpt: str | None, size: int, calib: list[torch.Tensor], out_dir: Path, overrides: list[str]) -> Path:
+def int8_onnx_file(task: str, ckpt: str | None, size: int, calib: list[torch.Tensor], out_dir: Path, overrides: list[str]) -> Path:
     from hydra.utils import instantiate
 
     from ..config import compose_train_config
@@ -67,7 +55,7 @@ def run_multitask(args) -> str:
     from ..quant.export import export_datamodule
     from ..quant.ort_runner import OrtModel
     from ..quant.ptq import calibration_batches
-    from .common import cpu_int8_flags
+    from .common import cpu_int8_flags, times_ms
 
     size = args.deploy_size or 160
     overrides = [f"paths.data_dir={args.deploy_data_dir}"] if args.deploy_data_dir else []
@@ -75,7 +63,7 @@ def run_multitask(args) -> str:
     calib = calibration_batches(dm.train_dataloader(), args.deploy_calibration_images)
     ckpts = dict(c.split("=", 1) for c in args.deploy_ckpt)
     out_dir = Path(args.deploy_out or tempfile.mkdtemp(prefix="deploy_multitask_"))
-    files = {t: _int8_file(t, ckpts.get(t), size, calib, out_dir, overrides) for t in TASKS}
+    files = {t: int8_onnx_file(t, ckpts.get(t), size, calib, out_dir, overrides) for t in TASKS}
     models = {t: OrtModel(p, args.threads) for t, p in files.items()}
     batches = args.batches or (1, 8)
     rows = {}
@@ -91,7 +79,7 @@ def run_multitask(args) -> str:
         every: dict[str, list[float]] = {k: [] for k in runs}
         for _ in range(args.rounds):  # alternate, so that drift in machine load hits every variant alike
             for name, fn in runs.items():
-                t = _times_ms(fn, args.warmup, args.repeats)
+                t = times_ms(fn, args.warmup, args.repeats)
                 meds[name].append(statistics.median(t))
                 every[name] += t
         rows[b] = {k: (statistics.median(meds[k]), float(np.percentile(every[k], 99))) for k in runs}

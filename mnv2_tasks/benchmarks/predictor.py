@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import cpu_int8_flags, timing_parser
-from .multitask import _int8_file, _times_ms
+from .common import cpu_int8_flags, times_ms, timing_parser
+from .multitask import int8_onnx_file
 
 __all__ = ["run"]
 
@@ -32,7 +32,7 @@ def run(args) -> str:
     model = args.model
     if model is None:  # the embedded detection default, quantized with the package quantizer
         dm = export_datamodule("detection", [])
-        model = _int8_file("detection", None, 160, calibration_batches(dm.train_dataloader(), 32),
+        model = int8_onnx_file("detection", None, 160, calibration_batches(dm.train_dataloader(), 32),
                            Path(tempfile.mkdtemp(prefix="bench_predictor_")), [])
         frame = read_rgb(next(iter(sorted(Path(dm.val_img_dir).glob("*.jpg")))))
     else:
@@ -46,7 +46,7 @@ def run(args) -> str:
     every: dict[str, list[float]] = {k: [] for k in runs}
     for _ in range(args.rounds):
         for k, fn in runs.items():
-            t = _times_ms(fn, args.warmup, args.repeats)
+            t = times_ms(fn, args.warmup, args.repeats)
             meds[k].append(statistics.median(t))
             every[k] += t
     bare, full = (statistics.median(meds[k]) for k in runs)

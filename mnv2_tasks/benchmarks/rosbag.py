@@ -56,13 +56,13 @@ def run(args) -> str:
     from ..quant.ptq import calibration_batches
     from ..rosbag_io import predict_bag, write_image_bag
     from .common import cpu_int8_flags
-    from .multitask import _int8_file
+    from .multitask import int8_onnx_file
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_rosbag_"))
     dm = export_datamodule("detection", [])
     frames = [read_rgb(f) for f in sorted(Path(dm.val_img_dir).glob("*.jpg"))[: args.frames]]
     models = {"fp32 PyTorch (.ckpt)": _float_detector_ckpt(tmp / "det.ckpt"),
-              "int8 ONNX Runtime (.onnx)": _int8_file("detection", None, 160, calibration_batches(dm.train_dataloader(), 32), tmp, [])}
+              "int8 ONNX Runtime (.onnx)": int8_onnx_file("detection", None, 160, calibration_batches(dm.train_dataloader(), 32), tmp, [])}
     lines = [f"{len(frames)} frames of 160x160, MCAP in and out, {args.threads} threads, CPU int8 path: {cpu_int8_flags()}; "
              f"median of {args.rounds} runs", "", "| model | input messages | model (ms/frame) | bag read + write (ms/frame) | added |",
              "|---|---|---:|---:|---:|"]

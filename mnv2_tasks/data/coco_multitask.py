@@ -21,8 +21,8 @@ import torch
 from pycocotools.coco import COCO
 
 from .coco import CocoDataModule, CocoDetection, detection_collate
+from .coco_seg import draw_semantic_mask
 from .images import DataError
-from .seg_transforms import IGNORE_INDEX
 
 __all__ = ["CocoMultiTask", "CocoMultiTaskDataModule", "multitask_collate"]
 
@@ -46,21 +46,7 @@ class CocoMultiTask(CocoDetection):
 
     def semantic_mask(self, im: dict, shape: tuple[int, int]) -> np.ndarray:
         """(H, W) uint8 in the detector's labels; 255 for crowds and for pixels two classes claim."""
-        h, w = int(im.get("height", shape[0])), int(im.get("width", shape[1]))
-        mask = np.zeros((h, w), dtype=np.uint8)
-        conflict = np.zeros((h, w), dtype=bool)
-        crowd = np.zeros((h, w), dtype=bool)
-        for ann in self.coco.imgToAnns.get(im["id"], []):
-            cls = self.cat_id_to_label.get(ann["category_id"])
-            if cls is None or not ann.get("segmentation"):
-                continue
-            m = self.coco.annToMask(ann).astype(bool)
-            if ann.get("iscrowd", 0):
-                crowd |= m
-                continue
-            conflict |= m & (mask != 0) & (mask != cls)
-            mask[m] = cls
-        mask[conflict | crowd] = IGNORE_INDEX
+        mask = draw_semantic_mask(self.coco, im["id"], self.cat_id_to_label)
         if mask.shape != tuple(shape):  # the image on disk has another size than the file says (on_bad=warn)
             mask = cv2.resize(mask, (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST)
         return mask

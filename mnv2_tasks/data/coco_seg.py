@@ -37,6 +37,28 @@ _VOC_CAT_IDS = [5, 2, 16, 9, 44, 6, 3, 17, 62, 21, 67, 18, 19, 4, 1, 64, 20, 63,
 COCO_TO_VOC: dict[int, int] = {cat: i + 1 for i, cat in enumerate(_VOC_CAT_IDS)}
 
 
+def draw_semantic_mask(coco: COCO, img_id: int, category_map: Mapping[int, int]) -> np.ndarray:
+    """An image's instance masks as one (H, W) uint8 class mask: ``category_map[category id]`` where an object
+    is, 0 elsewhere, ``IGNORE_INDEX`` for crowd regions and for pixels objects of two classes claim."""
+    info = coco.imgs[img_id]
+    h, w = int(info["height"]), int(info["width"])
+    mask = np.zeros((h, w), dtype=np.uint8)
+    conflict = np.zeros((h, w), dtype=bool)
+    crowd = np.zeros((h, w), dtype=bool)
+    for ann in coco.imgToAnns.get(img_id, []):
+        cls = category_map.get(ann["category_id"])
+        if cls is None or not ann.get("segmentation"):
+            continue
+        m = coco.annToMask(ann).astype(bool)
+        if ann.get("iscrowd", 0):
+            crowd |= m
+            continue
+        conflict |= m & (mask != 0) & (mask != cls)
+        mask[m] = cls
+    mask[conflict | crowd] = IGNORE_INDEX
+    return mask
+
+
 def resolve_category_map(category_map: Mapping[int, int] | str | None, categories: Sequence[dict]) -> dict[int, int]:
     """COCO category id -> class index (1..K; 0 is background) from the configured mapping."""
     if category_map is None:
@@ -117,23 +139,7 @@ class COCOSegmentation(Dataset):
 
     def semantic_mask(self, img_id: int) -> np.ndarray:
         """(H, W) uint8: 0 background, mapped class ids, 255 for crowds and for pixels two classes claim."""
-        info = self.coco.imgs[img_id]
-        h, w = int(info["height"]), int(info["width"])
-        mask = np.zeros((h, w), dtype=np.uint8)
-        conflict = np.zeros((h, w), dtype=bool)
-        crowd = np.zeros((h, w), dtype=bool)
-        for ann in self.coco.imgToAnns.get(img_id, []):
-            cls = self.category_map.get(ann["category_id"])
-            if cls is None or not ann.get("segmentation"):
-                continue
-            m = self.coco.annToMask(ann).astype(bool)
-            if ann.get("iscrowd", 0):
-                crowd |= m
-                continue
-            conflict |= m & (mask != 0) & (mask != cls)
-            mask[m] = cls
-        mask[conflict | crowd] = IGNORE_INDEX
-        return mask
+        return draw_semantic_mask(self.coco, img_id, self.category_map)
 
     def load(self, idx: int) -> tuple[np.ndarray, np.ndarray]:
         """The raw (H, W, 3) uint8 image and its (H, W) uint8 semantic mask."""
