@@ -106,3 +106,23 @@ def test_qat_exports_one_graph_with_both_output_groups(make_cfg, tmp_path):
     assert rep["seg_logits"]["max_abs"] <= 0.25 * max(rep["seg_logits"]["scale"], 1e-3)
     got = model(images)
     assert set(got) == {"detections", "segmentation"} and len(got["detections"]) == 3
+
+
+def test_eval_and_predict_take_a_multitask_checkpoint(make_cfg, shapes_root, tmp_path):
+    from mnv2_tasks.evaluate import evaluate
+    from mnv2_tasks.predict import Predictor
+    from mnv2_tasks.predict_cli import main as predict_main
+
+    cfg = make_cfg(*TINY)
+    metrics = train(cfg)
+    ckpt = f"{cfg.paths.output_dir}/checkpoints/last.ckpt"
+    got = evaluate(make_cfg(*TINY, f"ckpt={ckpt}", config_name="eval"))
+    assert got["mAP"] == pytest.approx(metrics["mAP"], abs=1e-6) and got["mIoU"] == pytest.approx(metrics["mIoU"], abs=1e-6)
+    image = sorted((shapes_root / "coco" / "val").glob("*.jpg"))[0]
+    from mnv2_tasks.data.images import read_rgb
+
+    out = Predictor(ckpt)(read_rgb(image))
+    assert {"boxes", "scores", "category_ids", "mask"} <= set(out) and out["mask"].shape == read_rgb(image).shape[:2]
+    assert predict_main([ckpt, str(image), "--out", str(tmp_path / "p"), "--json"]) == 0  # boxes and mask on one picture
+    rec = json.loads((tmp_path / "p" / "predictions.json").read_text())[0]
+    assert "detections" in rec and "pixels_per_class" in rec
