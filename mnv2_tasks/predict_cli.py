@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
             pred = predictor(frame)
             latency.append((time.perf_counter() - t0) * 1000)
             rec = json_records(name, pred)
-            records.extend(rec) if isinstance(rec, list) else records.append(rec)
+            records += rec if isinstance(rec, list) else [rec]
             if args.no_draw:
                 continue
             drawn = np.asarray(draw_prediction(frame, pred, args.score_threshold))
