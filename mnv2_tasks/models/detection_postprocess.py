@@ -51,9 +51,10 @@ def select_detections(boxes: torch.Tensor, scores: torch.Tensor, image_size, cfg
     top_scores, idx = scores.reshape(n, a * k_cls).topk(k, dim=1)  # (N, k), sorted
     anchor_idx = idx // k_cls
     labels = idx % k_cls + 1
-    cand = boxes.gather(1, anchor_idx.unsqueeze(-1).expand(n, k, 4))  # (N, k, 4)
     batch_index = torch.arange(n, device=boxes.device).unsqueeze(1).expand(n, k)
-    cand, top_scores = cand.reshape(-1, 4), top_scores.reshape(-1)
+    # the candidates' boxes by flat index (a Gather, which every runtime's shape inference handles)
+    cand = boxes.reshape(-1, 4).index_select(0, (batch_index * a + anchor_idx).reshape(-1))  # (N*k, 4)
+    top_scores = top_scores.reshape(-1)
     labels, batch_index = labels.reshape(-1), batch_index.reshape(-1)
     # boxes of different (image, class) never overlap once shifted apart by more than the image
     offsets = (batch_index * (k_cls + 1) + labels).to(cand.dtype) * float(max(h, w) + 1)
