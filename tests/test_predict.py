@@ -166,3 +166,21 @@ def test_curves_are_grouped_and_constant_series_left_out(tmp_path):
     csv_path = tmp_path / "metrics.csv"
     csv_path.write_text("epoch,step,train/loss,val/mAP\n0,1,2.0,\n0,2,1.0,0.1\n1,4,,0.3\n")
     assert plot_training_curves(csv_path, tmp_path / "c.png").is_file()
+
+
+def test_one_call_preprocessing_equals_the_eval_pipeline():
+    """The Predictor's OpenCV fast path computes exactly the recorded albumentations pipeline (any frame size)."""
+    from mnv2_tasks.data.det_transforms import detection_pipeline
+    from mnv2_tasks.data.inference import EvalPreprocess, transform_spec
+    from mnv2_tasks.data.transforms import classification_eval, compose
+
+    rng = np.random.default_rng(0)
+    for spec, fast in (({"eval_transform": transform_spec(detection_pipeline([], 160))}, True), ({"image_size": None}, True),
+                       ({"eval_transform": transform_spec(compose(classification_eval(64)))}, False)):
+        pre = EvalPreprocess(spec)
+        assert (pre._blob is not None) == fast
+        for shape in ((160, 160, 3), (97, 131, 3), (300, 220, 3)):
+            frame = (rng.random(shape) * 255).astype(np.uint8)
+            ref = torch.as_tensor(pre.transform(image=frame)["image"]).float()
+            got = pre(frame)
+            assert got.shape == ref.shape and float((got - ref).abs().max()) < 1e-5

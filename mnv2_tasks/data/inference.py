@@ -43,8 +43,44 @@ class EvalPreprocess:
         else:
             self.transform = _size_pipeline(input_spec.get("image_size"), input_spec.get("mean") or IMAGENET_MEAN,
                                             input_spec.get("std") or IMAGENET_STD)
+        self._blob = _blob_params(self.transform.transforms)
 
     def __call__(self, frame: np.ndarray) -> torch.Tensor:
         if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
             raise ValueError(f"expected an (H, W, 3) uint8 RGB frame, got shape {frame.shape} and dtype {frame.dtype}")
+        if self._blob is not None:  # the same resize and normalisation in one OpenCV call (equal within 1e-6)
+            import cv2
+
+            params, size = self._blob
+            params.size = size or (frame.shape[1], frame.shape[0])
+            return torch.from_numpy(cv2.dnn.blobFromImageWithParams(frame, params)[0])
         return torch.as_tensor(self.transform(image=frame)["image"]).float()
+
+
+def _blob_params(transforms) -> tuple | None:
+    """For the usual eval pipeline (an optional bilinear ``Resize``, ``Normalize``, ``ToTensorV2``): OpenCV's
+    ``blobFromImage`` parameters that compute it in one call, and the output (W, H) (``None``: the frame's);
+    ``None`` for any other pipeline, which then runs as it is."""
+    import cv2
+    from albumentations.pytorch import ToTensorV2
+
+    names = [type(t).__name__ for t in transforms]
+    if names not in (["Resize", "Normalize", "ToTensorV2"], ["Normalize", "ToTensorV2"]) or not isinstance(transforms[-1], ToTensorV2):
+        return None
+    size = None
+    if names[0] == "Resize":
+        r = transforms[0]
+        if r.interpolation != cv2.INTER_LINEAR or r.p != 1 or getattr(r, "area_for_downscale", None):
+            return None
+        size = (int(r.width), int(r.height))
+    norm = transforms[-2]
+    if norm.normalization != "standard" or norm.p != 1 or not hasattr(cv2.dnn, "Image2BlobParams"):
+        return None
+    mean = np.asarray(norm.mean, dtype=np.float64) * norm.max_pixel_value
+    std = np.asarray(norm.std, dtype=np.float64) * norm.max_pixel_value
+    params = cv2.dnn.Image2BlobParams()
+    params.scalefactor = (*(1.0 / std), 0.0)
+    params.mean = (*mean, 0.0)
+    params.swapRB = False
+    params.ddepth = cv2.CV_32F
+    return params, size
