@@ -48,7 +48,7 @@ def eval_main(cfg: DictConfig) -> None:
     print(f"written: {path}")
 
 
-EXPORT_HELP = """Export a checkpoint of this package to ONNX (opset 20, dynamic batch), float or int8, and check it in ONNX Runtime.
+EXPORT_HELP = """Export a checkpoint of this package for its deployment targets, float or int8, and check each file in its runtime.
 
     mnv2-export outputs/classification/.../checkpoints/last.ckpt                 # fp32 and int8
     mnv2-export last.ckpt --precision int8 --calibration-images 128               # PTQ on the fly
@@ -56,9 +56,15 @@ EXPORT_HELP = """Export a checkpoint of this package to ONNX (opset 20, dynamic 
     mnv2-export det.ckpt --outputs decoded       # decoded boxes + per-class scores, no NMS
     mnv2-export seg.ckpt --outputs argmax        # (N, H, W) int64 masks instead of logits
     mnv2-export last.ckpt data.root=/data/coco   # data overrides: where the val/calibration images are
+    mnv2-export last.ckpt --format openvino       # OpenVINO IR (.xml + .bin)
+    mnv2-export last.ckpt --format executorch     # ExecuTorch .pte, XNNPACK delegate
+    mnv2-export last.ckpt --format tensorrt --precision int8   # symmetric Q/DQ .trt.onnx for TensorRT
+    mnv2-export last.ckpt --format all            # every target from one int8 scheme
 
-The task, network and input size come from the checkpoint; every file is run in ONNX Runtime at
-batch 1 and batch --check-images against PyTorch and the differences are printed.
+The task, network and input size come from the checkpoint; every file is run in its runtime
+(ONNX Runtime, OpenVINO, ExecuTorch; the TensorRT file in ONNX Runtime) at batch 1 and batch
+--check-images against PyTorch and the differences are printed. An int8 export of a QAT
+checkpoint needs targets its QAT scheme serves (quant.targets at training time).
 """
 
 
@@ -68,6 +74,8 @@ def export_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mnv2-export", description=EXPORT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("ckpt", help="training checkpoint (.ckpt) of this package: float or QAT")
     p.add_argument("--precision", choices=["fp32", "int8", "both"], default="both")
+    p.add_argument("--format", default="onnx", help="deployment target(s), comma-separated: onnx, openvino, executorch, "
+                   "tensorrt, or all (default: onnx)")
     p.add_argument("--outputs", default=None, help="classification: logits; detection: nms (default) or decoded; "
                    "segmentation: logits (default) or argmax; multitask: nms+logits (default) or nms+argmax")
     p.add_argument("--postprocess", choices=["eval", "deploy"], default=None,
@@ -92,7 +100,7 @@ def export_main(argv: list[str] | None = None) -> dict:
     try:
         report = export_checkpoint(args.ckpt, args.precision, args.outputs, args.postprocess, args.out_dir,
                                    args.calibration_images, args.check_images, args.task, args.opset, args.threads,
-                                   args.overrides)
+                                   args.overrides, formats=args.format)
     except (CheckpointError, ValueError) as e:
         raise SystemExit(f"error: {e}") from None
     if args.json:

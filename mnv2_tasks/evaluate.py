@@ -2,7 +2,7 @@
 
 The model file may be a training checkpoint of this package (``.ckpt``), a torchvision / timm /
 package weight file (``.pth``, ``.safetensors``: classification, or a backbone), or an exported
-``.onnx`` (run in ONNX Runtime). ``tools/eval.py`` is its command line; the config is
+file, run in its runtime: ``.onnx`` (ONNX Runtime), ``.xml`` (OpenVINO IR), ``.pte`` (ExecuTorch). ``tools/eval.py`` is its command line; the config is
 ``conf/eval.yaml`` (``conf/train.yaml`` plus ``ckpt`` and ``device``).
 
 The model's recorded classes (class names and, for detection, the data set's category ids) are
@@ -48,10 +48,10 @@ def evaluate(cfg: DictConfig) -> dict:
     datamodule.prepare_data()
     datamodule.setup("validate")
     data_spec = datamodule.input_spec()
-    if ckpt.suffix == ".onnx":
-        from .quant.ort_runner import onnx_predict_fn
+    from .quant.model_file import MODEL_FILE_SUFFIXES, open_model
 
-        fn = onnx_predict_fn(ckpt, task=module.task_name)
+    if ckpt.suffix in MODEL_FILE_SUFFIXES:
+        fn = open_model(ckpt, task=module.task_name)
         model_spec = fn.input_spec
     else:
         model_spec = {}

@@ -1,12 +1,12 @@
 """``Predictor``: any model file of the package on an RGB frame, answering in the frame's pixels.
 
     from mnv2_tasks import Predictor
-    p = Predictor("outputs/detection/<run>/checkpoints/best-059.ckpt")   # or model.int8.onnx, mobilenet_v2.pth
+    p = Predictor("outputs/detection/<run>/checkpoints/best-059.ckpt")   # or model.int8.onnx / .xml / .pte, a .pth
     out = p(frame)           # frame: (H, W, 3) uint8 RGB, any size
     out["boxes"], out["scores"], out["labels"], out["category_ids"], out["names"]
 
 Preprocessing is the model's evaluation pipeline (``data/inference.py``), the network (or the
-ONNX Runtime session) answers as in evaluation, and boxes go back to the frame with the mapping
+exported file in its runtime) answers as in evaluation, and boxes go back to the frame with the mapping
 evaluation uses (``metrics.coco_eval.boxes_to_original``), so a prediction is exactly what the
 reported metric scored. Outputs, by task (a multi-task model gives both groups):
 
@@ -32,7 +32,8 @@ from .metrics.coco_eval import boxes_to_original
 
 __all__ = ["Predictor", "MODEL_SUFFIXES", "frame_result"]
 
-MODEL_SUFFIXES = (".ckpt", ".onnx", ".pth", ".pt", ".safetensors")
+EXPORTED_SUFFIXES = (".onnx", ".xml", ".pte")  # quant.model_file.MODEL_FILE_SUFFIXES, without importing the runtimes
+MODEL_SUFFIXES = (".ckpt", *EXPORTED_SUFFIXES, ".pth", ".pt", ".safetensors")
 
 
 def _imagenet_classifier(path: Path) -> tuple[torch.nn.Module, dict]:
@@ -60,25 +61,25 @@ def _imagenet_classifier(path: Path) -> tuple[torch.nn.Module, dict]:
 
 
 class Predictor:
-    """A model file (``.ckpt``, ``.onnx``, torchvision/timm ``.pth``) behind one call: frame -> predictions.
+    """A model file (``.ckpt``; ``.onnx``, OpenVINO ``.xml``, ExecuTorch ``.pte``; torchvision/timm ``.pth``) behind one call.
 
     Args:
         model: path of the model file.
-        device: ``"cpu"`` or ``"cuda"`` (PyTorch files; ONNX files run in ONNX Runtime on the CPU).
-        threads: ONNX Runtime intra-op threads.
+        device: ``"cpu"`` or ``"cuda"`` (PyTorch files; exported files run in their runtime on the CPU).
+        threads: the runtime's threads (exported files).
     """
 
     def __init__(self, model: str | Path, device: str = "cpu", threads: int = 2) -> None:
         path = Path(model)
         if not path.is_file():
-            raise CheckpointError(f"{path}: model file not found; pass a .ckpt, .onnx or .pth file")
+            raise CheckpointError(f"{path}: model file not found; pass one of {', '.join(MODEL_SUFFIXES)}")
         self.path, self.device = path, torch.device(device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError("--device cuda: no CUDA device here; use --device cpu")
-        if path.suffix == ".onnx":
-            from .quant.ort_runner import OrtModel
+        if path.suffix in EXPORTED_SUFFIXES:  # .onnx, .xml (OpenVINO), .pte (ExecuTorch)
+            from .quant.model_file import open_model
 
-            ort = OrtModel(path, threads)
+            ort = open_model(path, threads)
             self.task, spec, self._run = ort.task, ort.input_spec, ort
             if not spec:  # written before files recorded their inputs: the export's size
                 h, w = (int(v) for v in ort.meta.get("image_size", "0x0").split("x"))

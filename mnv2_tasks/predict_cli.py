@@ -1,6 +1,6 @@
 """``mnv2-predict`` / ``tools/predict.py``: a model file on images, folders, globs, videos, cameras and streams.
 
-    python tools/predict.py <model> photo.jpg                    # .ckpt, .onnx (fp32/int8) or a torchvision .pth
+    python tools/predict.py <model> photo.jpg                    # .ckpt, .onnx / .xml / .pte (fp32/int8), or a .pth
     python tools/predict.py <model> images/ --json               # predictions.json too
     python tools/predict.py <model> 'shots/*.png' --out preds/
     python tools/predict.py <model> clip.mp4                      # writes preds/clip.pred.mp4
@@ -117,7 +117,7 @@ def json_records(name: str, pred: dict) -> list[dict] | dict:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mnv2-predict", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("model", help="a .ckpt of this package, an exported .onnx (fp32 or int8), or a torchvision/timm MobileNetV2 .pth")
+    p.add_argument("model", help="a .ckpt of this package, an exported .onnx / OpenVINO .xml / ExecuTorch .pte (fp32 or int8), or a torchvision/timm MobileNetV2 .pth")
     p.add_argument("input", help="an image, a folder, a glob ('*.jpg'), a video file, a camera index (0) or a stream URL")
     p.add_argument("--out", type=Path, default=Path("predictions"), help="output folder (default: ./predictions)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="PyTorch model files (ONNX: ONNX Runtime on the CPU)")

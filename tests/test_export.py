@@ -160,7 +160,7 @@ def test_exporter_refuses_wrong_task_width_and_onnx(make_cfg, tmp_path, capsys):
     ckpt = f"{cfg.paths.output_dir}/checkpoints/last.ckpt"
     data = f"paths.data_dir={cfg.paths.data_dir}"
     rep = export_checkpoint(ckpt, "int8", out_dir=tmp_path, check_images=3, calibration_images=8, overrides=[data])
-    checks = rep["files"]["int8"]["checks"]
+    checks = rep["files"]["onnx_int8"]["checks"]
     assert set(checks) == {"batch 1", "batch 3"} and rep["int8_source"].startswith("ptq")
     assert "ONNX Runtime vs converted int8 graph" in capsys.readouterr().out
     from mnv2_tasks.models import CheckpointError

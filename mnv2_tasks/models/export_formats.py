@@ -11,8 +11,8 @@ metric code scores every runtime:
   -> one ``{"boxes", "scores", "labels"}`` per image.
 - ``decoded``: ``boxes`` (N, A, 4), ``scores`` (N, A, K) (decoded, before NMS) -> NMS with the
   file's recorded settings, then one dict per image.
-- ``<detection>+<segmentation>`` (``nms+logits``, ``nms+argmax``): both output groups of a
-  multi-task graph (the segmentation output is then ``seg_logits`` or ``mask``) ->
+- ``<detection>+<segmentation>`` (``nms+logits``, ``nms+argmax``, ``decoded+logits``,
+  ``decoded+argmax``): both output groups of a multi-task graph (the segmentation output is then ``seg_logits`` or ``mask``) ->
   ``{"detections": ..., "segmentation": ...}``.
 """
 
@@ -25,7 +25,7 @@ import torch
 
 from .detection_postprocess import config_from_meta, select_detections, split_detections
 
-__all__ = ["FORMATS", "outputs_from_export"]
+__all__ = ["FORMATS", "outputs_from_export", "without_nms"]
 
 FORMATS: dict[str, tuple[str, ...]] = {
     "logits": ("logits",),
@@ -35,7 +35,19 @@ FORMATS: dict[str, tuple[str, ...]] = {
 }
 FORMATS["nms+logits"] = (*FORMATS["nms"], "seg_logits")
 FORMATS["nms+argmax"] = (*FORMATS["nms"], "mask")
+FORMATS["decoded+logits"] = (*FORMATS["decoded"], "seg_logits")
+FORMATS["decoded+argmax"] = (*FORMATS["decoded"], "mask")
 _ALIASES = {"raw": "decoded"}  # files written before the format was renamed
+
+
+def without_nms(fmt: str, available) -> str:
+    """``fmt`` with its in-graph NMS replaced by the decoded boxes and scores (for runtimes without an
+    NMS kernel, e.g. ExecuTorch); NMS then runs on the outputs, with the file's recorded settings."""
+    parts = ["decoded" if p == "nms" else p for p in fmt.split("+")]
+    out = "+".join(parts)
+    if out not in available:
+        raise ValueError(f"format {fmt!r} has no NMS-free variant among {list(available)}")
+    return out
 
 
 def _tensor(x) -> torch.Tensor:

@@ -48,7 +48,7 @@ class MultiTaskNet(SSDLite):
     """
 
     task = "multitask"
-    export_formats = {"nms+logits": FORMATS["nms+logits"], "nms+argmax": FORMATS["nms+argmax"]}
+    export_formats = {f: FORMATS[f] for f in ("nms+logits", "nms+argmax", "decoded+logits", "decoded+argmax")}
 
     def __init__(self, *, seg_head: nn.Module, seg_decoder: nn.Module, seg_classifier: nn.Conv2d, seg_idx: int,
                  low_idx: int, **ssdlite_kwargs) -> None:

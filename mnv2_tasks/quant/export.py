@@ -1,10 +1,11 @@
-"""Export a training checkpoint to ONNX, float and int8, and check every file in ONNX Runtime.
+"""Export a training checkpoint for its deployment targets, float and int8, and check every file in its runtime.
 
 ``export_checkpoint`` is what ``tools/export.py`` runs: the task, network and input size come from
 the checkpoint; its task's data config (plus ``key=value`` overrides) gives the validation images
 the export is checked on and, for an int8 export of a float checkpoint, the training images PTQ
-calibrates on. Every file is run in ONNX Runtime at batch 1 and batch ``check_images`` against
-PyTorch (fp32: the float network; int8: the converted PT2E graph in PyTorch).
+calibrates on (in the scheme the targets take, ``targets.scheme_for``). Every file (ONNX, OpenVINO
+IR, ExecuTorch ``.pte``, TensorRT-ready ONNX) is run in its runtime at batch 1 and batch
+``check_images`` against PyTorch (fp32: the float network; int8: the converted PT2E graph in PyTorch).
 """
 
 from __future__ import annotations
@@ -20,12 +21,13 @@ from ..checkpoint import (
     CheckpointError, build_net, check_compatible, float_net_from, net_state, quant_info_of, read_checkpoint,
 )
 from ..config import compose_train_config
-from .deploy import DeployModule, export_deploy
+from .deploy import DeployModule
+from .model_file import open_model
 from .onnx_export import OPSET
-from .ort_runner import OrtModel
 from .parity import compare_outputs, format_report
 from .pt2e import convert, prepare
 from .ptq import calibration_batches, ptq_convert
+from .targets import TargetError, check_targets, scheme_for, targets_metadata, write_targets
 
 __all__ = ["load_for_export", "export_checkpoint", "export_datamodule"]
 
@@ -57,7 +59,7 @@ def load_for_export(ckpt_path: str | Path, example_loader: Callable[[], torch.Te
         raise CheckpointError(f"{ckpt_path}: QAT checkpoint lacks float weights {missing[:5]}; was it written by QATCallback?")
     if example_loader is None:
         raise ValueError("a QAT checkpoint needs example images to rebuild its graph")
-    prepared = prepare(float_net, example_loader(), qat=True)
+    prepared = prepare(float_net, example_loader(), qat=True, scheme=qinfo.get("scheme", "u8"))
     try:
         prepared.load_state_dict(net_state(ckpt["state_dict"], _QAT_GRAPH_PREFIX))
     except RuntimeError as e:
@@ -111,8 +113,10 @@ def export_checkpoint(
     threads: int = 2,
     overrides: Sequence[str] = (),
     report_to: Callable[[str], None] = print,
+    formats: str | Sequence[str] = ("onnx",),
 ) -> dict:
-    """Export ``ckpt`` as ``<stem>.<precision>.onnx`` (fp32, int8 or both) and check each file; returns the report."""
+    """Export ``ckpt`` for each target of ``formats`` (``targets.TARGETS``) as ``<stem>.<precision>.<suffix>``
+    (fp32, int8 or both) and check each file in its runtime; returns the report (``files``: ``<target>_<precision>``)."""
     ckpt_path = Path(ckpt)
     if ckpt_path.suffix == ".onnx":
         raise CheckpointError(f"{ckpt_path}: already an ONNX file; export takes a training checkpoint (.ckpt)")
@@ -126,11 +130,21 @@ def export_checkpoint(
     if postprocess:
         float_net.use_postprocess(postprocess)
     fmt = float_net.check_format(outputs)
+    targets = check_targets(formats)
+    if prepared is not None:  # a QAT checkpoint: its graph's scheme must suit every target
+        scheme = (quant_info_of(read_checkpoint(ckpt_path)) or {}).get("scheme", "u8")
+        try:
+            scheme_for(targets, scheme)
+        except TargetError as e:
+            raise TargetError(f"{ckpt_path}: {e}; the QAT run was quantized for other targets, so re-run QAT with "
+                              f"quant.targets=[{','.join(targets)}] (or export its float checkpoint: int8 by PTQ)") from None
+    else:
+        scheme = scheme_for(targets)
     out_dir = Path(out_dir) if out_dir else ckpt_path.parent
     precisions = ["fp32", "int8"] if precision == "both" else [precision]
     example = val_images[:2]
-    report: dict = {"ckpt": str(ckpt_path), "task": task, "opset": opset, "outputs": fmt,
-                    "image_size": list(example.shape[-2:]), "files": {}}
+    report: dict = {"ckpt": str(ckpt_path), "task": task, "opset": opset, "outputs": fmt, "targets": targets,
+                    "scheme": scheme, "image_size": list(example.shape[-2:]), "files": {}}
     for p in precisions:
         core: nn.Module | None = None
         if p == "int8" and prepared is not None:
@@ -138,19 +152,21 @@ def export_checkpoint(
             report["int8_source"] = "qat"
         elif p == "int8":
             batches = calibration_batches(dm.train_dataloader(), calibration_images)
-            core = ptq_convert(float_net, example, batches)
-            report["int8_source"] = f"ptq ({sum(b.shape[0] for b in batches)} calibration images)"
-        path = out_dir / f"{ckpt_path.stem}.{p}.onnx"
-        export_deploy(core, float_net, example, path, fmt=fmt, opset=opset,
-                      metadata={"precision": p, "source": ckpt_path.name, "mnv2_input": json.dumps(input_spec)})
-        ort_model = OrtModel(path, threads)
-        reference = DeployModule(core, float_net, fmt).eval()
-        checks = {f"batch {n}": compare_outputs(reference, ort_model, val_images[:n]) for n in sorted({1, len(val_images)})}
+            core = ptq_convert(float_net, example, batches, scheme)
+            report["int8_source"] = f"ptq ({sum(b.shape[0] for b in batches)} calibration images, scheme {scheme})"
+        meta = {"source": ckpt_path.name, "mnv2_input": json.dumps(input_spec), **targets_metadata(targets, scheme)}
+        paths = write_targets(targets, core, float_net, example, out_dir, p, meta, stem=ckpt_path.stem, fmt=fmt, opset=opset)
         what = "float network" if p == "fp32" else "converted int8 graph in PyTorch"
-        report_to(f"== {path} ({path.stat().st_size / 2**20:.2f} MB, opset {opset}, dynamic batch, input {list(example.shape[1:])})")
-        for name, rep in checks.items():
-            report_to(format_report(f"ONNX Runtime vs {what}, {name}", rep))
-        report["files"][p] = {"path": str(path), "bytes": path.stat().st_size, "checks": checks}
+        for target, path in paths.items():
+            model = open_model(path, threads)
+            reference = DeployModule(core, float_net, model.format).eval()
+            checks = {f"batch {n}": compare_outputs(reference, model, val_images[:n]) for n in sorted({1, len(val_images)})}
+            size = sum(f.stat().st_size for f in (path, path.with_suffix(".bin")) if f.is_file())
+            report_to(f"== {path} ({size / 2**20:.2f} MB, {model.runtime}, outputs {model.format}, dynamic batch, "
+                      f"input {list(example.shape[1:])})")
+            for name, rep in checks.items():
+                report_to(format_report(f"{model.runtime} vs {what}, {name}", rep))
+            report["files"][f"{target}_{p}"] = {"path": str(path), "bytes": size, "runtime": model.runtime, "checks": checks}
     return report
 
 

@@ -1,8 +1,10 @@
-"""The end of a ``quant=qat`` / ``quant=ptq`` run: convert, export float and int8 ONNX, evaluate all four ways.
+"""The end of a ``quant=qat`` / ``quant=ptq`` run: convert, write every target's float and int8 files, evaluate each.
 
 Every metric goes through the task module's own metric code (``evaluate_with``):
 ``torch_fp32_*`` (the float network), ``torch_int8_*`` (the converted PT2E graph in PyTorch),
-``onnx_fp32_*`` and ``onnx_int8_*`` (the ONNX files in ONNX Runtime).
+and ``<target>_<precision>_*`` for each file of each deployment target (``quant.targets``,
+``targets.py``) run in its own runtime: ``onnx_int8_*`` (ONNX Runtime), ``openvino_int8_*``,
+``executorch_int8_*`` (XNNPACK) and ``tensorrt_int8_*`` (the TensorRT-ready file, in ONNX Runtime).
 """
 
 from __future__ import annotations
@@ -19,17 +21,17 @@ from lightning.pytorch.callbacks import Callback
 from torch import nn
 from torch.fx import GraphModule
 
-from .deploy import export_deploy
-from .ort_runner import OrtModel
 from ..models.contract import pad_batch
+from .model_file import open_model
 from .pt2e import QuantNet, convert
+from .targets import check_targets, scheme_for, target_file, targets_metadata, write_targets
 
 log = logging.getLogger(__name__)
 
 __all__ = ["example_batch", "evaluate_and_export", "QuantCallback", "FP32_FILE", "INT8_FILE"]
 
-FP32_FILE = "model.fp32.onnx"
-INT8_FILE = "model.int8.onnx"
+FP32_FILE = target_file("model", "onnx", "fp32")
+INT8_FILE = target_file("model", "onnx", "int8")
 
 
 def example_batch(trainer_or_datamodule, n: int = 2) -> torch.Tensor:
@@ -54,33 +56,40 @@ def evaluate_and_export(
     evaluate: bool = True,
     ort_threads: int = 2,
     mode: str = "qat",
+    targets: tuple[str, ...] | list[str] = ("onnx",),
 ) -> dict:
-    """Convert ``prepared``, write ``model.fp32.onnx`` / ``model.int8.onnx`` into ``out_dir``, evaluate; return flat metrics."""
+    """Convert ``prepared``, write every target's ``model.fp32.*`` / ``model.int8.*`` into ``out_dir``,
+    evaluate each in its runtime; return flat metrics."""
     out_dir = Path(out_dir)
+    targets = check_targets(targets)
+    scheme = prepared.meta.get("mnv2_scheme", "u8")
+    scheme_for(targets, scheme)  # every target takes the scheme the graph was quantized in
     float_net = float_net.cpu().eval()
     t0 = time.perf_counter()
     converted = convert(prepared.cpu())
-    meta = {"quant": mode, "mnv2_input": json.dumps(datamodule.input_spec() if datamodule is not None else pl_module.input_spec)}
-    fp32_path = export_deploy(None, float_net, example, out_dir / FP32_FILE, metadata={**meta, "precision": "fp32"})
-    int8_path = export_deploy(converted, float_net, example, out_dir / INT8_FILE, metadata={**meta, "precision": "int8"})
-    metrics: dict = {"onnx_fp32_file": FP32_FILE, "onnx_int8_file": INT8_FILE, "onnx_opset": 20,
-                     "onnx_export_s": round(time.perf_counter() - t0, 1)}
-    log.info("%s: wrote %s and %s", mode, fp32_path, int8_path)
+    meta = {"quant": mode, "mnv2_input": json.dumps(datamodule.input_spec() if datamodule is not None else pl_module.input_spec),
+            **targets_metadata(targets, scheme)}
+    files = {}
+    for precision, core in (("fp32", None), ("int8", converted)):
+        for target, path in write_targets(targets, core, float_net, example, out_dir, precision, meta).items():
+            files[f"{target}_{precision}"] = path
+    metrics: dict = {f"{k}_file": p.name for k, p in files.items()}
+    metrics.update({"onnx_opset": 20, "quant_scheme": scheme, "quant_targets": ",".join(targets),
+                    "export_s": round(time.perf_counter() - t0, 1)})
+    log.info("%s: wrote %s", mode, ", ".join(str(p) for p in files.values()))
     if not evaluate or datamodule is None:
         return metrics
     loader = datamodule.val_dataloader()
     int8_torch = QuantNet(converted, float_net).eval()
-    runners = {
-        "torch_fp32": float_net,
-        "torch_int8": int8_torch,
-        "onnx_fp32": OrtModel(fp32_path, ort_threads),
-        "onnx_int8": OrtModel(int8_path, ort_threads),
-    }
+    runners = {"torch_fp32": float_net, "torch_int8": int8_torch}
+    runners.update({k: open_model(p, ort_threads) for k, p in files.items()})
     was_training = pl_module.training
     pl_module.eval()
     try:
         for prefix, fn in runners.items():
+            t1 = time.perf_counter()
             metrics.update(_scalars(prefix, pl_module.evaluate_with(fn, loader, progress=False)))
+            log.info("%s: evaluated %s in %.1f s", mode, prefix, time.perf_counter() - t1)
     finally:
         pl_module.train(was_training)
     log.info("%s metrics: %s", mode, metrics)
@@ -88,23 +97,28 @@ def evaluate_and_export(
 
 
 class QuantCallback(Callback):
-    """What ``QATCallback`` and ``PTQCallback`` share: the float checkpoint to start from, and the
-    end of the run (``finish``: export and evaluate on rank 0 unless ``export=False``), whose
-    figures ``final_metrics`` returns for ``train(cfg)``'s ``metrics.json``.
+    """What ``QATCallback`` and ``PTQCallback`` share: the float checkpoint to start from, the
+    deployment targets and their int8 scheme, and the end of the run (``finish``: export and
+    evaluate on rank 0 unless ``export=False``), whose figures ``final_metrics`` returns for
+    ``train(cfg)``'s ``metrics.json``.
 
     Args:
         from_ckpt: float checkpoint of this task to load at setup.
-        export: write ``model.fp32.onnx`` and ``model.int8.onnx`` at the end of fitting.
-        evaluate: evaluate both in ONNX Runtime on the validation set (``onnx_{fp32,int8}_<metric>``).
-        output_dir: where the ONNX files go (default: the trainer's root dir, the run dir).
-        ort_threads: intra-op threads of the evaluating ORT sessions.
+        export: write every target's ``model.fp32.*`` and ``model.int8.*`` at the end of fitting.
+        evaluate: evaluate each in its runtime on the validation set (``<target>_{fp32,int8}_<metric>``).
+        output_dir: where the files go (default: the trainer's root dir, the run dir).
+        ort_threads: threads of the evaluating runtimes.
+        targets: deployment targets (``targets.TARGETS``: onnx, openvino, executorch, tensorrt; or ``all``).
+        scheme: int8 scheme (``u8``, ``s8``, ``s8sym``); ``auto``: the first every target takes.
     """
 
     mode = "qat"
 
     def __init__(self, from_ckpt: str | None = None, export: bool = True, evaluate: bool = True,
-                 output_dir: str | None = None, ort_threads: int = 2) -> None:
+                 output_dir: str | None = None, ort_threads: int = 2, targets=("onnx",), scheme: str = "auto") -> None:
         super().__init__()
+        self.targets = check_targets(list(targets) if not isinstance(targets, str) else targets)
+        self.scheme = scheme_for(self.targets, scheme)
         self.from_ckpt = from_ckpt
         self.export = export
         self.evaluate = evaluate
@@ -117,8 +131,9 @@ class QuantCallback(Callback):
         self._metrics = evaluate_and_export(
             pl_module, float_net, prepared, example, Path(self.output_dir or trainer.default_root_dir),
             datamodule=trainer.datamodule, evaluate=self.evaluate, ort_threads=self.ort_threads, mode=self.mode,
+            targets=self.targets,
         )
 
     def final_metrics(self) -> dict:
-        """``onnx_fp32_<metric>``, ``onnx_int8_<metric>``, ``torch_fp32_<metric>``, ``torch_int8_<metric>`` and the file names."""
+        """``torch_{fp32,int8}_<metric>``, ``<target>_{fp32,int8}_<metric>`` and the file names."""
         return dict(self._metrics)

@@ -1,4 +1,4 @@
-"""ONNX Runtime against PyTorch on the same images: per-output differences and task-level agreement."""
+"""An exported file in its runtime against PyTorch on the same images: per-output differences and task-level agreement."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .ort_runner import OrtModel
+from .model_file import ExportedModel
 
 __all__ = ["compare_outputs", "format_report"]
 
@@ -18,8 +18,8 @@ def _as_tuple(out) -> tuple:
 
 
 @torch.no_grad()
-def compare_outputs(reference: nn.Module, ort_model: OrtModel, images: torch.Tensor) -> dict:
-    """Run ``reference`` (the ``DeployModule`` that was exported, or its int8 twin) and the ONNX file on ``images``.
+def compare_outputs(reference: nn.Module, ort_model: ExportedModel, images: torch.Tensor) -> dict:
+    """Run ``reference`` (the ``DeployModule`` that was exported, or its int8 twin) and the exported file on ``images``.
 
     Returns, per output name: ``max_abs`` / ``mean_abs`` difference and the reference's ``scale``
     (max |value|) for float outputs, ``equal`` fraction for integer outputs, and where the output

@@ -75,15 +75,17 @@ def capture(module: nn.Module, example: torch.Tensor, train: bool, dynamic_hw: b
     return ep.module()
 
 
-def prepare(net: nn.Module, example: torch.Tensor, qat: bool) -> GraphModule:
+def prepare(net: nn.Module, example: torch.Tensor, qat: bool, scheme: str = "u8") -> GraphModule:
     """Capture ``net.deploy_forward`` (of a copy of ``net``: the original is left untouched) and insert
-    fake-quant (``qat``) or observers (PTQ). QAT graphs are left in train mode, PTQ graphs in eval mode."""
+    fake-quant (``qat``) or observers (PTQ) of the quantization ``scheme`` (``quantizer.SCHEMES``).
+    QAT graphs are left in train mode, PTQ graphs in eval mode."""
     net.check_format(None)  # a network that declares no export format cannot be quantized either
     core = DeployForward(copy.deepcopy(net).to(memory_format=torch.contiguous_format))
     gm = capture(core, example.contiguous(), train=qat, dynamic_hw=net.capture_dynamic_hw)
-    quantizer = OrtQuantizer(is_qat=qat)
+    quantizer = OrtQuantizer(is_qat=qat, scheme=scheme)
     prepared = prepare_qat_pt2e(gm, quantizer) if qat else prepare_pt2e(gm, quantizer)
     prepared.meta["mnv2_training"] = qat
+    prepared.meta["mnv2_scheme"] = scheme
     if qat:
         move_exported_model_to_train(prepared)
     else:

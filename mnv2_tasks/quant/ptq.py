@@ -39,17 +39,17 @@ def calibration_batches(loader: Iterable, num_images: int) -> list[torch.Tensor]
     return out
 
 
-def ptq_prepare(net: nn.Module, example: torch.Tensor, batches: Iterable[torch.Tensor]) -> GraphModule:
-    """Capture, insert observers and calibrate on ``batches``: the calibrated (not yet converted) graph."""
-    prepared = prepare(net.cpu().eval(), example, qat=False)
+def ptq_prepare(net: nn.Module, example: torch.Tensor, batches: Iterable[torch.Tensor], scheme: str = "u8") -> GraphModule:
+    """Capture, insert observers of ``scheme`` and calibrate on ``batches``: the calibrated (not yet converted) graph."""
+    prepared = prepare(net.cpu().eval(), example, qat=False, scheme=scheme)
     n = calibrate(prepared, batches)
     log.info("PTQ: calibrated on %d images", n)
     return prepared
 
 
-def ptq_convert(net: nn.Module, example: torch.Tensor, batches: Iterable[torch.Tensor]) -> GraphModule:
+def ptq_convert(net: nn.Module, example: torch.Tensor, batches: Iterable[torch.Tensor], scheme: str = "u8") -> GraphModule:
     """Calibrated and converted int8 (QDQ) graph of ``net``'s deploy view."""
-    return convert(ptq_prepare(net, example, batches))
+    return convert(ptq_prepare(net, example, batches, scheme))
 
 
 class PTQCallback(QuantCallback):
@@ -76,6 +76,6 @@ class PTQCallback(QuantCallback):
         device = next(net.parameters()).device
         example = example_batch(trainer)
         batches = calibration_batches(trainer.datamodule.train_dataloader(), self.num_calibration_images)
-        self.finish(trainer, pl_module, net, ptq_prepare(net, example, batches), example)
+        self.finish(trainer, pl_module, net, ptq_prepare(net, example, batches, self.scheme), example)
         self._metrics["ptq_calibration_images"] = sum(b.shape[0] for b in batches)
         net.to(device)

@@ -60,13 +60,16 @@ class QATCallback(QuantCallback):
                 )
             if info.get("mode") != "qat":
                 raise ValueError(f"{self.resume_ckpt}: a {info.get('mode')} checkpoint, not a QAT one; it cannot be resumed with quant=qat")
+            if info.get("scheme", "u8") != self.scheme:
+                raise ValueError(f"{self.resume_ckpt}: quantized in scheme {info.get('scheme', 'u8')!r}, but this run's targets "
+                                 f"{self.targets} give {self.scheme!r}; resume with quant.scheme={info.get('scheme', 'u8')}")
         if self.from_ckpt:  # also when resuming: the float network is the fp32 reference and export
             load_float_weights(pl_module, self.from_ckpt)
         pl_module.channels_last = False  # the captured graph is in the default memory format
         net = pl_module.net.to(memory_format=torch.contiguous_format)
         self._float_net = net.eval()
         example = example_batch(trainer)
-        prepared = prepare(net, example, qat=True)
+        prepared = prepare(net, example, qat=True, scheme=self.scheme)
         pl_module.net = QuantNet(prepared, net)
         self._image_size = list(example.shape[-2:])
         log.info("QAT: %s prepared (%d fake-quant modules)", type(net).__name__,
@@ -86,7 +89,8 @@ class QATCallback(QuantCallback):
 
     # ---- checkpoints ---------------------------------------------------------------------------
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
-        info = {"mode": "qat", "image_size": self._image_size, "torch": str(torch.__version__)}
+        info = {"mode": "qat", "image_size": self._image_size, "torch": str(torch.__version__), "scheme": self.scheme,
+                "targets": list(self.targets)}
         checkpoint[QUANT_KEY] = info
         checkpoint.setdefault("mnv2_tasks", {})["quant"] = info
 

@@ -1,7 +1,13 @@
-"""A PT2E quantizer whose QDQ graphs ONNX Runtime turns into integer kernels.
+"""A PT2E quantizer whose QDQ graphs ONNX Runtime, OpenVINO, XNNPACK and TensorRT turn into integer kernels.
 
-Activations are uint8 per-tensor affine, weights int8 per-channel symmetric (axis 0), as
-ORT's U8S8 kernels want. Each conv / linear is one pattern, ``conv [-> batch_norm] [->
+Weights are int8 per-channel symmetric (axis 0, -127..127) in every scheme; the activation
+type is the scheme (``SCHEMES``), since each runtime wants its own:
+
+- ``u8``: uint8 per-tensor affine, as ORT's U8S8 x86 kernels want (OpenVINO reads it too);
+- ``s8``: int8 per-tensor affine, which XNNPACK (ExecuTorch) wants; ORT and OpenVINO run it too;
+- ``s8sym``: int8 per-tensor symmetric (zero point 0), the only activation type TensorRT accepts
+  in explicit Q/DQ; XNNPACK, ORT and OpenVINO run it too, so one QAT run serves every target.
+  It spends one bit of the post-ReLU range (BENCHMARKS.md: what that costs). Each conv / linear is one pattern, ``conv [-> batch_norm] [->
 relu | relu6]``, quantized at its input, weight and pattern output; a residual ``add`` gets
 Q/DQ on both inputs and its output, and is never fused into the conv before it. In ORT's
 graph optimizer that gives ``QLinearConv`` (the ReLU6 ``Clip`` is folded into the output
@@ -35,7 +41,20 @@ from torchao.quantization.pt2e.quantizer import (
     SharedQuantizationSpec,
 )
 
-__all__ = ["OrtQuantizer", "ort_quantization_config"]
+__all__ = ["OrtQuantizer", "ort_quantization_config", "SCHEMES", "check_scheme"]
+
+# activation (dtype, quant_min, quant_max, qscheme) per scheme
+SCHEMES: dict[str, tuple[torch.dtype, int, int, torch.qscheme]] = {
+    "u8": (torch.uint8, 0, 255, torch.per_tensor_affine),
+    "s8": (torch.int8, -128, 127, torch.per_tensor_affine),
+    "s8sym": (torch.int8, -128, 127, torch.per_tensor_symmetric),
+}
+
+
+def check_scheme(scheme: str) -> str:
+    if scheme not in SCHEMES:
+        raise ValueError(f"unknown quantization scheme {scheme!r}; choose one of {list(SCHEMES)} (quant.scheme)")
+    return scheme
 
 _ANN = "quantization_annotation"
 aten = torch.ops.aten
@@ -56,9 +75,10 @@ _SHARE = {
 }
 
 
-def ort_quantization_config(is_qat: bool) -> QuantizationConfig:
-    """uint8 activations (histogram observer for PTQ, moving-average fake quant for QAT),
-    int8 per-channel symmetric weights, float bias (ORT quantizes it to int32 itself)."""
+def ort_quantization_config(is_qat: bool, scheme: str = "u8") -> QuantizationConfig:
+    """``scheme``'s activations (histogram observer for PTQ, moving-average fake quant for QAT),
+    int8 per-channel symmetric weights, float bias (the runtimes quantize it to int32 themselves)."""
+    dtype, qmin, qmax, qscheme = SCHEMES[check_scheme(scheme)]
     eps = {"eps": 2**-12}
     if is_qat:
         act_ctr = FusedMovingAvgObsFakeQuantize.with_args(observer=MovingAverageMinMaxObserver, **eps)
@@ -66,8 +86,7 @@ def ort_quantization_config(is_qat: bool) -> QuantizationConfig:
     else:
         act_ctr = HistogramObserver.with_args(**eps)
         w_ctr = PerChannelMinMaxObserver.with_args(**eps)
-    act = QuantizationSpec(dtype=torch.uint8, quant_min=0, quant_max=255, qscheme=torch.per_tensor_affine,
-                           observer_or_fake_quant_ctr=act_ctr)
+    act = QuantizationSpec(dtype=dtype, quant_min=qmin, quant_max=qmax, qscheme=qscheme, observer_or_fake_quant_ctr=act_ctr)
     # -127..127 (not -128): symmetric, and safe from the VPMADDUBSW saturation of U8S8 kernels
     weight = QuantizationSpec(dtype=torch.int8, quant_min=-127, quant_max=127, qscheme=torch.per_channel_symmetric,
                               ch_axis=0, observer_or_fake_quant_ctr=w_ctr)
@@ -107,9 +126,10 @@ class OrtQuantizer(Quantizer):
     a detection head's box regression, when its precision matters more than its speed).
     """
 
-    def __init__(self, is_qat: bool, skip_output_of: tuple[str, ...] = ()) -> None:
+    def __init__(self, is_qat: bool, skip_output_of: tuple[str, ...] = (), scheme: str = "u8") -> None:
         super().__init__()
-        self.config = ort_quantization_config(is_qat)
+        self.scheme = scheme
+        self.config = ort_quantization_config(is_qat, scheme)
         self.skip_output_of = tuple(skip_output_of)
 
     # -- annotation -----------------------------------------------------------------------------

@@ -1,0 +1,97 @@
+"""ExecuTorch with the XNNPACK delegate: a ``.pte`` file of a network's deploy module, and ``EtModel`` to run it.
+
+The float network, or a converted PT2E graph of the ``s8`` / ``s8sym`` scheme (XNNPACK's
+kernels take signed int8 activations; a ``u8`` graph lowers but XNNPACK refuses to compile it
+at load time), is exported with a dynamic batch, lowered with ``XnnpackPartitioner`` and saved
+as a ``.pte``. ExecuTorch has no NMS kernel, so a detector is written in its NMS-free output
+format (``decoded``: boxes and per-class scores, decoded in float); ``EtModel`` runs the same
+``select_detections`` on them as every other runtime (``models/export_formats.py``). The file's
+metadata is a constant method ``mnv2_metadata`` returning JSON. Install with
+``pip install mnv2_tasks[executorch]``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.export import Dim
+
+from ..models.contract import pad_batch
+from ..models.export_formats import without_nms
+from .model_file import ExportedModel
+from .pt2e import MAX_BATCH
+
+__all__ = ["write_executorch", "EtModel", "set_threads", "META_METHOD", "executorch_format"]
+
+META_METHOD = "mnv2_metadata"
+
+
+def _executorch():
+    try:
+        import executorch.kernels.quantized  # noqa: F401 - registers the quantized ops a partly delegated graph keeps
+        from executorch.runtime import Runtime
+    except ImportError:
+        raise ImportError("ExecuTorch is not installed: pip install 'mnv2_tasks[executorch]' (or pip install executorch)") from None
+    return Runtime
+
+
+def set_threads(threads: int) -> None:
+    """ExecuTorch's (process-wide) thread pool size; it ignores ``taskset``, so set it explicitly."""
+    from executorch.extension.pybindings.portable_lib import _threadpool_get_thread_count, _unsafe_reset_threadpool
+
+    if _threadpool_get_thread_count() != threads:
+        _unsafe_reset_threadpool(int(threads))
+
+
+def executorch_format(net: nn.Module, fmt: str | None) -> str:
+    """``fmt`` (default: the network's first) without NMS, which ExecuTorch has no kernel for."""
+    return without_nms(net.check_format(fmt), net.export_formats)
+
+
+def write_executorch(module: nn.Module, example: torch.Tensor, path: str | Path, output_names: list[str],
+                     metadata: dict[str, str]) -> Path:
+    """Export ``module`` (images -> tuple of tensors; dynamic batch), lower it to XNNPACK, save a ``.pte`` at ``path``."""
+    _executorch()
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {**{k: str(v) for k, v in metadata.items()}, "mnv2_output_names": json.dumps(list(output_names))}
+    with torch.no_grad():
+        ep = torch.export.export(module.eval(), (pad_batch(example),), strict=False,
+                                 dynamic_shapes=({0: Dim("batch", min=1, max=MAX_BATCH)},))
+        program = to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()],
+                                              constant_methods={META_METHOD: json.dumps(meta)}).to_executorch()
+    path.write_bytes(program.buffer)
+    return path
+
+
+class EtModel(ExportedModel):
+    """A ``.pte`` file of this package in ExecuTorch (XNNPACK), callable like the network it was exported from."""
+
+    runtime = "executorch"
+
+    def __init__(self, path: str | Path, threads: int = 2) -> None:
+        Runtime = _executorch()
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"{self.path}: ExecuTorch file not found; export one with tools/export.py --format executorch")
+        set_threads(threads)
+        try:
+            program = Runtime.get().load_program(str(self.path))
+            meta = json.loads(program.load_method(META_METHOD).execute([])[0]) if META_METHOD in program.method_names else {}
+            self.method = program.load_method("forward")
+        except Exception as e:  # noqa: BLE001 - re-raised with the file named
+            raise ValueError(f"{self.path}: ExecuTorch cannot load this model ({str(e)[:300]}); "
+                             "re-export it with tools/export.py --format executorch") from None
+        self._program = program
+        self._init_meta(meta)
+        self.output_names = json.loads(self.meta.get("mnv2_output_names", "[]"))
+
+    def _run(self, x: np.ndarray) -> list:
+        return [o.numpy() for o in self.method.execute([torch.from_numpy(x)])]

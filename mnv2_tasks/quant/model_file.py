@@ -1,0 +1,87 @@
+"""What every exported model file shares, whichever runtime runs it, and ``open_model`` by file suffix.
+
+An exported file (``.onnx`` in ONNX Runtime, ``.xml`` in OpenVINO, ``.pte`` in ExecuTorch)
+records its task, output format (``models/export_formats.py``) and input spec in its own
+metadata. ``ExportedModel(path)(images)`` returns what the PyTorch network returns in eval mode,
+read back by that format, so ``TaskModule.evaluate_with(open_model(path), loader)`` scores the
+file with the task's own metric code in the runtime that runs it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+from ..models.export_formats import outputs_from_export
+
+__all__ = ["ExportedModel", "open_model", "MODEL_FILE_SUFFIXES", "runtime_of"]
+
+# file suffix -> runtime that runs it (tools/eval.py, tools/predict.py and the benchmarks accept all of them)
+MODEL_FILE_SUFFIXES = {".onnx": "onnxruntime", ".xml": "openvino", ".pte": "executorch"}
+
+
+class ExportedModel:
+    """Base of the runtime wrappers: ``meta`` (str -> str), ``run(images) -> {name: array}``, ``__call__``.
+
+    Subclasses set ``path``, ``meta`` and ``output_names`` and implement ``_run``.
+    """
+
+    runtime = "?"
+    path: Path
+    meta: dict[str, str]
+    output_names: list[str]
+
+    def _init_meta(self, meta: Mapping[str, str]) -> None:
+        self.meta = {str(k): str(v) for k, v in meta.items()}
+        self.task = self.meta.get("task")
+        self.format = self.meta.get("mnv2_outputs", "logits")
+        self.num_classes = int(self.meta["num_classes"]) if "num_classes" in self.meta else None
+        # what inference needs (image size, normalisation, class names, category ids), as the checkpoint records it
+        self.input_spec = json.loads(self.meta.get("mnv2_input") or "{}")
+
+    def _run(self, x: np.ndarray) -> list:
+        raise NotImplementedError
+
+    def run(self, images: torch.Tensor | np.ndarray) -> dict[str, np.ndarray]:
+        """Raw outputs by name."""
+        x = images.detach().cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
+        outs = self._run(np.ascontiguousarray(x, dtype=np.float32))
+        return {name: np.asarray(o) for name, o in zip(self.output_names, outs)}
+
+    def __call__(self, images: torch.Tensor) -> Any:
+        """What the PyTorch network returns in eval mode (read back by the file's output format)."""
+        try:
+            return outputs_from_export(self.format, self.run(images), self.meta, images.shape[-2:])
+        except (KeyError, ValueError) as e:
+            raise ValueError(f"{self.path}: {e}") from None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self.path)!r}, task={self.task}, outputs={self.format})"
+
+
+def runtime_of(path: str | Path) -> str:
+    """The runtime that runs ``path``, by its suffix; an unknown suffix is an error naming the choices."""
+    suffix = Path(path).suffix
+    if suffix not in MODEL_FILE_SUFFIXES:
+        raise ValueError(f"{path}: not an exported model file; pass one of {', '.join(MODEL_FILE_SUFFIXES)} "
+                         "(written by tools/export.py or a quant=qat / quant=ptq run)")
+    return MODEL_FILE_SUFFIXES[suffix]
+
+
+def open_model(path: str | Path, threads: int = 2, task: str | None = None) -> ExportedModel:
+    """The exported file ``path`` in its runtime (by suffix), refusing one exported for another ``task``."""
+    runtime = runtime_of(path)
+    if runtime == "onnxruntime":
+        from .ort_runner import OrtModel as cls
+    elif runtime == "openvino":
+        from .openvino_runtime import OvModel as cls
+    else:
+        from .executorch_runtime import EtModel as cls
+    model = cls(path, threads)
+    if task is not None and model.task and model.task != task:
+        raise ValueError(f"{path}: a model of task '{model.task}', but the run is task '{task}'; run with task={model.task}")
+    return model
