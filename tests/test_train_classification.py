@@ -24,6 +24,9 @@ def test_train_classification_writes_run_dir(make_cfg):
     assert saved["top5"] >= saved["top1"]
     assert saved["num_samples"] == 24  # 4 classes x 6 val images, each counted once
     assert saved["top1"] == pytest.approx(metrics["top1"])
+    # where the fitting time went: the parts add up to no more than the whole
+    assert 0.0 < saved["time_step_fraction"] <= 1.0
+    assert saved["time_step_s"] + saved["time_data_s"] + saved["time_val_s"] <= saved["time_fit_s"] + 0.2
     import os
 
     assert os.path.isfile(f"{out}/checkpoints/last.ckpt")

@@ -1,32 +1,44 @@
-"""Deployment table per task: PyTorch eager fp32, ORT fp32, ORT int8 (torchao PT2E: QAT or PTQ), ORT's own static PTQ.
+"""Deployment table per task, in the spirit of ``yolo benchmark``: every runtime and precision side by side.
 
     python tools/benchmark.py --task deploy                               # classification at 224, untrained weights
-    python tools/benchmark.py --task deploy --deploy-ckpt classification=outputs/.../last.ckpt \
-        --deploy-ckpt detection=det.ckpt --deploy-size 224                # metrics on the embedded val set too
+    python tools/benchmark.py --task deploy --formats all --deploy-task detection --json rows.json
+    python tools/benchmark.py --task deploy --formats all --deploy-ckpt detection=<QAT run>/checkpoints/last.ckpt
     python -m mnv2_tasks.benchmarks.deploy --deploy-task classification   # standalone
 
-Latency: median of ``--repeats`` runs (x ``--rounds`` alternating rounds, median of medians) at
-batch 1 and 8 with ``--threads`` threads (``torch.set_num_threads`` for eager, intra-op threads
-for ORT), all measured in this one process. File size of each ``.onnx``. With a checkpoint, each
-variant's metric on the embedded validation set through the task's own metric code; without
-one, the network is untrained (BatchNorm statistics estimated on embedded images) and the
-metric column is empty. The int8 (torchao) model is the QAT graph for a QAT checkpoint, else
-PTQ with the package quantizer; the baseline is ``onnxruntime.quantization.quantize_static``
-(QDQ, U8S8, per-channel) of the fp32 file, calibrated on the same images.
+Rows: PyTorch eager fp32; ONNX Runtime fp32, int8 (the package's torchao PT2E graph: QAT or PTQ)
+and int8 from ORT's own ``quantize_static`` (QDQ, U8S8, per-channel) as the baseline; with
+``--formats`` also OpenVINO fp32 (true f32: ``INFERENCE_PRECISION_HINT=f32``) / int8 (IR),
+ExecuTorch fp32 / int8 (XNNPACK delegate) and the TensorRT-ready symmetric int8 file (run in
+ONNX Runtime here: there is no GPU). Each int8 file is in the scheme its runtime takes
+(``quant/targets.py``): the QAT checkpoint's graph where its scheme suits, else PTQ with the
+package quantizer in that scheme, calibrated on the same embedded images.
+
+Latency is end to end (a detector's NMS included: in the graph for ORT and OpenVINO, on the
+decoded outputs for ExecuTorch), p50 = median of the rounds' medians and p99 over every run,
+at batch 1 and 8 with ``--threads`` threads, in alternating rounds in this one process. Sizes
+are the files'. With a checkpoint, each row's metric on the embedded validation set through the
+task's own metric code; without, the network is untrained (BatchNorm statistics estimated on
+embedded images) and the metric column is empty. ``--json FILE`` writes the rows as objects with
+keys ``task, runtime, precision, batch, p50_ms, p99_ms, size_mb, metric``. ``--profile`` adds the
+slowest ops of the fastest int8 runtime (OpenVINO's performance counters or ORT's profiler).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from .common import median_latency_ms, timing_parser
+from ..quant.model_file import file_bytes
+from .common import cpu_int8_flags, times_ms, timing_parser
 
 DEFAULT_SIZE = {"classification": 224, "detection": 320, "segmentation": 512}
+FORMATS = ("onnx", "openvino", "executorch", "tensorrt")
 
 
 def add_options(p: argparse.ArgumentParser) -> None:
@@ -38,7 +50,11 @@ def add_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--deploy-size", type=int, default=None, help="latency input size (default per task)")
     g.add_argument("--deploy-calibration-images", type=int, default=32)
     g.add_argument("--deploy-data-dir", default=None, help="embedded data root (paths.data_dir)")
-    g.add_argument("--deploy-out", default=None, help="keep the .onnx files here")
+    g.add_argument("--deploy-out", default=None, help="keep the exported files here")
+    g.add_argument("--formats", default="onnx", help="runtimes besides PyTorch, comma-separated: onnx, openvino, "
+                   "executorch, tensorrt, or all (ORT fp32 is always measured: the ratios' reference)")
+    g.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    g.add_argument("--profile", action="store_true", help="per-op profile of the fastest int8 runtime (top 12 ops)")
 
 
 def _untrained_net(task: str, size: int):
@@ -74,99 +90,204 @@ def _ort_static_ptq(fp32_path: Path, out_path: Path, calib: list[torch.Tensor]) 
     quantize_static(str(pre), str(out_path), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
     pre.unlink(missing_ok=True)
+    import onnx
+
+    src, out = onnx.load(str(fp32_path)), onnx.load(str(out_path))
+    if not out.metadata_props:  # the task and output format, so the package's reader reads it back
+        for p in src.metadata_props:
+            out.metadata_props.add(key=p.key, value=p.value if p.key != "precision" else "int8")
+        onnx.save_model(out, str(out_path))
     return out_path
 
 
-def _latency(fn, x: torch.Tensor, args) -> float:
-    meds = [median_latency_ms(lambda: fn(x), args.warmup, args.repeats) for _ in range(args.rounds)]
-    return statistics.median(meds)
+def _size_mb(path: Path) -> float:
+    return file_bytes(path) / 2**20
 
 
-def bench_task(task: str, args, opts) -> str:
+def _variants(formats: list[str]) -> list[tuple[str, str, str | None]]:
+    """(runtime, precision, target) rows in table order; target None: PyTorch or ORT's own quantizer."""
+    rows = [("PyTorch eager", "fp32", None), ("ONNX Runtime", "fp32", "onnx"), ("ONNX Runtime", "int8", "onnx"),
+            ("ONNX Runtime (ORT quantize_static)", "int8", None)]
+    if "openvino" in formats:
+        rows += [("OpenVINO", "fp32", "openvino"), ("OpenVINO", "int8", "openvino")]
+    if "executorch" in formats:
+        rows += [("ExecuTorch XNNPACK", "fp32", "executorch"), ("ExecuTorch XNNPACK", "int8", "executorch")]
+    if "tensorrt" in formats:
+        rows += [("TensorRT-ready Q/DQ (in ORT)", "int8", "tensorrt")]
+    return rows
+
+
+def _profile(model, x: torch.Tensor, top: int = 12) -> str:
+    """The slowest ops of an OpenVINO or ONNX Runtime model on ``x`` (20 runs)."""
+    from collections import defaultdict
+
+    totals: dict[str, float] = defaultdict(float)
+    if model.runtime == "openvino":
+        from ..quant.openvino_runtime import _openvino
+
+        core = _openvino().Core()
+        cm = core.compile_model(core.read_model(str(model.path)), "CPU",
+                                {"PERF_COUNT": True, "INFERENCE_NUM_THREADS": 2, "INFERENCE_PRECISION_HINT": "f32"})
+        req = cm.create_infer_request()
+        for _ in range(20):
+            req.infer({0: x.numpy()})
+            for info in req.get_profiling_info():
+                totals[f"{info.node_type} [{info.exec_type}]"] += info.real_time.total_seconds() * 1000 / 20
+    else:
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.enable_profiling = True
+        so.intra_op_num_threads = 2
+        sess = ort.InferenceSession(str(model.path), so, providers=["CPUExecutionProvider"])
+        for _ in range(20):
+            sess.run(None, {sess.get_inputs()[0].name: x.numpy()})
+        trace = json.loads(Path(sess.end_profiling()).read_text())
+        for ev in trace:
+            if ev.get("cat") == "Node" and ev["name"].endswith("_kernel_time"):
+                totals[ev["args"].get("op_name", "?")] += ev["dur"] / 1000 / 20
+    total = sum(totals.values()) or 1.0
+    lines = [f"per-op profile of {model.runtime} int8 ({model.path.name}), batch {x.shape[0]}, ms per run:", "",
+             "| op | ms | share |", "|---|---:|---:|"]
+    for name, ms in sorted(totals.items(), key=lambda kv: -kv[1])[:top]:
+        lines.append(f"| {name} | {ms:.3f} | {ms / total:.0%} |")
+    return "\n".join(lines)
+
+
+def bench_task(task: str, args, opts) -> tuple[str, list[dict]]:
     from hydra.utils import instantiate
 
     from ..checkpoint import read_checkpoint
     from ..config import compose_train_config
-    from ..quant.deploy import export_deploy
     from ..quant.export import export_datamodule, load_for_export
-    from ..quant.ort_runner import OrtModel
+    from ..quant.model_file import open_model
     from ..quant.pt2e import convert
     from ..quant.ptq import ptq_convert
+    from ..quant.targets import TARGETS, check_targets, write_targets
 
+    formats = check_targets(getattr(opts, "formats", "onnx") or "onnx")
     ckpts = dict(c.split("=", 1) for c in opts.deploy_ckpt)
     size = opts.deploy_size or DEFAULT_SIZE[task]
     overrides = [f"paths.data_dir={opts.deploy_data_dir}"] if opts.deploy_data_dir else []
     ckpt = ckpts.get(task)
-    image_size = None
+    image_size, qat_scheme = None, None
     if ckpt:
-        image_size = (read_checkpoint(ckpt)["mnv2_tasks"].get("input") or {}).get("image_size")
+        loaded = read_checkpoint(ckpt)
+        image_size = (loaded["mnv2_tasks"].get("input") or {}).get("image_size")
+        qat_scheme = (loaded.get("mnv2_tasks", {}).get("quant") or {}).get("scheme", "u8")
     dm = export_datamodule(task, overrides, image_size)
     val_example = _images(dm, 2, train=False)[0][:2]
     calib = _images(dm, opts.deploy_calibration_images, train=True)
     if ckpt:
         _, net, prepared, _ = load_for_export(Path(ckpt), lambda: val_example)
-        source = "QAT" if prepared is not None else "PTQ"
     else:
-        net, prepared, source = _untrained_net(task, size), None, "PTQ"
+        net, prepared = _untrained_net(task, size), None
         net.train()
         with torch.no_grad():  # BatchNorm statistics from real images, so the net depends on its input
             for b in calib[:4]:
                 net.deploy_forward(torch.nn.functional.interpolate(b, size=(size, size)))
     net = net.eval().use_postprocess("eval")
     lat_example = torch.randn(2, 3, size, size)
+    resized = [torch.nn.functional.interpolate(b, size=(size, size), mode="bilinear", align_corners=False) for b in calib]
+    preferred = {"onnx": "u8", "openvino": "u8", "executorch": "s8", "tensorrt": "s8sym"}
+    cores: dict[str, tuple] = {}
 
-    def resize(batches):
-        return [torch.nn.functional.interpolate(b, size=(size, size), mode="bilinear", align_corners=False) for b in batches]
+    def int8_core(target: str):
+        """The QAT graph where its scheme suits the target (and the size is the trained one), else PTQ."""
+        use_qat = prepared is not None and qat_scheme in TARGETS[target]["schemes"] and size == val_example.shape[-1]
+        scheme = qat_scheme if use_qat else preferred[target]
+        key = f"{'qat' if use_qat else 'ptq'}_{scheme}"
+        if key not in cores:
+            cores[key] = (convert(prepared) if use_qat else ptq_convert(net, lat_example, resized, scheme), key)
+        return cores[key]
 
     out_dir = Path(opts.deploy_out or tempfile.mkdtemp(prefix=f"deploy_{task}_"))
-    files: dict[str, Path] = {}
-    files["ORT fp32"] = export_deploy(None, net, lat_example, out_dir / f"{task}.fp32.onnx")
-    if prepared is not None and size == val_example.shape[-1]:
-        q = convert(prepared)
-    else:  # QAT graphs are captured at the training size: at another size, PTQ with the same quantizer
-        q = ptq_convert(net, lat_example, resize(calib))
-        source = "PTQ"
-    files[f"ORT int8 (torchao {source})"] = export_deploy(q, net, lat_example, out_dir / f"{task}.int8.onnx")
-    files["ORT int8 (ORT quantize_static)"] = _ort_static_ptq(files["ORT fp32"], out_dir / f"{task}.ortq.onnx", resize(calib))
+    files: dict[tuple[str, str], Path] = {}
+    sources: dict[tuple[str, str], str] = {}
+    needed = sorted({t for _, _, t in _variants(formats) if t}, key=list(TARGETS).index)
+    fp32 = write_targets([t for t in needed if t != "tensorrt"], None, net, lat_example, out_dir, "fp32", stem=task)
+    for runtime, precision, target in _variants(formats):
+        if precision == "fp32" and target:
+            files[(runtime, precision)] = fp32[target]
+        elif precision == "int8" and target:
+            core, key = int8_core(target)
+            files[(runtime, precision)] = write_targets([target], core, net, lat_example, out_dir, "int8", stem=f"{task}_{key}")[target]
+            sources[(runtime, precision)] = key.replace("_", " ")
+    ortq = ("ONNX Runtime (ORT quantize_static)", "int8")
+    files[ortq] = _ort_static_ptq(fp32["onnx"], out_dir / f"{task}.ortq.onnx", resized)
+    sources[ortq] = "ptq u8"
 
-    runners = {"PyTorch eager fp32": None, **{k: OrtModel(p, args.threads) for k, p in files.items()}}
+    models = {k: open_model(p, args.threads) for k, p in files.items()}
     batches = args.batches or (1, 8)
     torch.set_num_threads(args.threads)
-    rows = []
-    for name, model in runners.items():
-        lat = {}
+    inputs = {b: torch.randn(b, 3, size, size) for b in batches}
+    times: dict[tuple, list[list[float]]] = {}
+    order = [(r, p) for r, p, _ in _variants(formats)]
+    for _ in range(args.rounds):  # alternating rounds: every model once per round
+        for key in order:
+            model = models.get(key)
+            for b in batches:
+                x = inputs[b]
+                if model is None:
+                    def fn(x=x):
+                        with torch.inference_mode():
+                            return net(x)
+                else:
+                    def fn(x=x, model=model):
+                        return model(x)
+                times.setdefault((*key, b), []).append(times_ms(fn, args.warmup, args.repeats))
+    rows: list[dict] = []
+    metric_key = compose_train_config([f"task={task}", *overrides]).monitor.metric.split("/")[-1]
+    module = instantiate(compose_train_config([f"task={task}", *overrides]).model) if ckpt else None
+    for key in order:
+        metric = None
+        if ckpt and tuple(val_example.shape[-2:]) == (size, size):
+            model = models.get(key)
+            m = module.evaluate_with(net if model is None else model, dm.val_dataloader(), progress=False)
+            metric = float(m.get(metric_key, float("nan")))
+        size_mb = _size_mb(files[key]) if key in files else sum(p.numel() * 4 for p in net.parameters()) / 2**20
         for b in batches:
-            x = torch.randn(b, 3, size, size)
-            if model is None:
-                with torch.inference_mode():
-                    lat[b] = _latency(lambda t: net(t), x, args)
-            else:
-                xn = x.numpy()
-                lat[b] = _latency(lambda t: model.session.run(None, {model.input_name: xn}), x, args)
-        metric = ""
-        if ckpt and tuple(val_example.shape[-2:]) != (size, size):
-            metric = f"n/a (files at {size}; metrics need --deploy-size {val_example.shape[-1]})"
-        elif ckpt:
-            cfg = compose_train_config([f"task={task}", *overrides])
-            m = instantiate(cfg.model).evaluate_with(net if model is None else model, dm.val_dataloader(), progress=False)
-            key = cfg.monitor.metric.split("/")[-1]  # the task's headline metric (top1, mAP, mIoU)
-            metric = f"{key} {m[key]:.4f}" if key in m else ""
-        mb = files[name].stat().st_size / 2**20 if name in files else sum(p.numel() * 4 for p in net.parameters()) / 2**20
-        rows.append((name, lat, mb, metric))
-    base = rows[1][1][batches[0]]
-    lines = [f"{task} at {size}x{size}, {args.threads} threads, opset 20" + (f", checkpoint {ckpt}" if ckpt else ", untrained weights"),
-             "", "| variant | " + " | ".join(f"batch {b} (ms)" for b in batches) + " | vs ORT fp32 (b1) | size (MB) | metric (embedded val) |",
-             "|---|" + "---:|" * len(batches) + "---:|---:|---|"]
-    for name, lat, mb, metric in rows:
-        lines.append(f"| {name} | " + " | ".join(f"{lat[b]:.2f}" for b in batches) + f" | {base / lat[batches[0]]:.2f}x | {mb:.2f} | {metric} |")
-    return "\n".join(lines)
+            runs = times[(*key, b)]
+            rows.append({"task": task, "runtime": key[0], "precision": key[1], "batch": b,
+                         "p50_ms": round(statistics.median(statistics.median(r) for r in runs), 3),
+                         "p99_ms": round(float(np.percentile([t for r in runs for t in r], 99)), 3),
+                         "size_mb": round(size_mb, 3), "metric": metric, "source": sources.get(key, "")})
+    ref = {r["batch"]: r["p50_ms"] for r in rows if r["runtime"] == "ONNX Runtime" and r["precision"] == "fp32"}
+    head = (f"{task} at {size}x{size}, {args.threads} threads, CPU int8 path: {cpu_int8_flags()}"
+            + (f", checkpoint {ckpt}" if ckpt else ", untrained weights"))
+    if ckpt and tuple(val_example.shape[-2:]) != (size, size):
+        head += f" (metrics need --deploy-size {val_example.shape[-1]}, the trained size)"
+    lines = [head, "", "| runtime | precision | int8 from | " + " | ".join(f"b{b} p50 / p99 (ms)" for b in batches)
+             + " | vs ORT fp32 (b1) | size (MB) | " + (metric_key if ckpt else "metric") + " |",
+             "|---|---|---|" + "---:|" * len(batches) + "---:|---:|---:|"]
+    for key in order:
+        rs = {r["batch"]: r for r in rows if (r["runtime"], r["precision"]) == key}
+        r0 = rs[batches[0]]
+        lines.append(f"| {key[0]} | {key[1]} | {r0['source']} | " + " | ".join(f"{rs[b]['p50_ms']:.2f} / {rs[b]['p99_ms']:.2f}" for b in batches)
+                     + f" | {ref[batches[0]] / r0['p50_ms']:.2f}x | {r0['size_mb']:.2f} | "
+                     + (f"{r0['metric']:.4f}" if r0["metric"] is not None else "") + " |")
+    if getattr(opts, "profile", False):
+        int8 = [r for r in rows if r["precision"] == "int8" and r["batch"] == batches[0] and r["runtime"].startswith(("OpenVINO", "ONNX Runtime"))]
+        best = min(int8, key=lambda r: r["p50_ms"])
+        lines += ["", _profile(models[(best["runtime"], "int8")], inputs[batches[0]])]
+    return "\n".join(lines), rows
 
 
 def run(args) -> str:
     from .multitask import run_multitask
 
     tasks = args.deploy_task or ["classification"]
-    return "\n\n".join(run_multitask(args) if t == "multitask" else bench_task(t, args, args) for t in tasks)
+    parts, rows = [], []
+    for t in tasks:
+        if t == "multitask":
+            parts.append(run_multitask(args))
+            continue
+        text, r = bench_task(t, args, args)
+        parts.append(text)
+        rows += r
+    if getattr(args, "json", None):
+        Path(args.json).write_text(json.dumps(rows, indent=2))
+    return "\n\n".join(parts)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ from .detection_postprocess import (
 from .export_formats import FORMATS
 from .mobilenetv2 import ConvBNAct, MobileNetV2Backbone
 
-TAP_INDEX = {"expansion": 6, "head": 5}  # MobileNetV2Backbone's tap aliases
+TAP_INDEX = {"stride8": 2, "expansion": 6, "head": 5}  # MobileNetV2Backbone's tap aliases (stride8: blocks.5)
 
 __all__ = ["SSDLite", "SSDLiteHead", "build_ssdlite"]
 
@@ -278,6 +278,7 @@ def ssdlite_parts(
     bn_eps: float = 1e-3,
     bn_momentum: float = 0.03,
     extra_taps: Sequence[int | str] = (),
+    stride8_level: bool = False,
 ) -> dict:
     """The built parts of an SSDLite-MobileNetV2, as keyword arguments of ``SSDLite`` (or of a network
     that extends it, like the multi-task one; ``extra_taps``: backbone taps for its other heads).
@@ -286,14 +287,17 @@ def ssdlite_parts(
     ``aspect_ratios`` (or one list for all) with scales from ``min_ratio`` to ``max_ratio`` or explicit
     ``anchor_scales`` (levels + 1 values); ``reduce_lowest_level`` gives the first level 3 boxes
     (``lowest_scale`` square + one ratio pair), as the paper's TF configuration does (6 elsewhere). ``eval_postprocess`` / ``deploy_postprocess`` override fields
-    of ``EVAL_POSTPROCESS`` / ``DEPLOY_POSTPROCESS``.
+    of ``EVAL_POSTPROCESS`` / ``DEPLOY_POSTPROCESS``. ``stride8_level``: one more prediction level,
+    first, on the stride-8 tap (``blocks.5``), for small objects (give it small anchors: ``min_ratio``).
     """
     if num_classes < 2:
         raise ValueError(f"num_classes counts the background and must be >= 2, got {num_classes}")
     norm_layer = partial(nn.BatchNorm2d, eps=bn_eps, momentum=bn_momentum)
-    backbone = MobileNetV2Backbone(width_mult, out_indices=(*extra_taps, *SSDLITE_TAPS), norm_layer=norm_layer)
+    taps = (("stride8",) if stride8_level else ()) + SSDLITE_TAPS
+    backbone = MobileNetV2Backbone(width_mult, out_indices=tuple(dict.fromkeys((*extra_taps, *(TAP_INDEX[t] for t in taps)))),
+                                   norm_layer=norm_layer)
     # the detector's levels among the backbone's outputs (which come in network order)
-    levels = [backbone.out_indices.index(TAP_INDEX[t]) for t in SSDLITE_TAPS]
+    levels = [backbone.out_indices.index(TAP_INDEX[t]) for t in taps]
     tap_channels = [backbone.feature_info.channels(i) for i in levels]
     extras, in_chs = nn.ModuleList(), tap_channels[-1]
     for out_chs in extra_channels:

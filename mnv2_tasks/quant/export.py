@@ -22,7 +22,7 @@ from ..checkpoint import (
 )
 from ..config import compose_train_config
 from .deploy import DeployModule
-from .model_file import open_model
+from .model_file import file_bytes, open_model
 from .onnx_export import OPSET
 from .parity import compare_outputs, format_report
 from .pt2e import convert, prepare
@@ -161,7 +161,7 @@ def export_checkpoint(
             model = open_model(path, threads)
             reference = DeployModule(core, float_net, model.format).eval()
             checks = {f"batch {n}": compare_outputs(reference, model, val_images[:n]) for n in sorted({1, len(val_images)})}
-            size = sum(f.stat().st_size for f in (path, path.with_suffix(".bin")) if f.is_file())
+            size = file_bytes(path)
             report_to(f"== {path} ({size / 2**20:.2f} MB, {model.runtime}, outputs {model.format}, dynamic batch, "
                       f"input {list(example.shape[1:])})")
             for name, rep in checks.items():

@@ -18,7 +18,7 @@ import torch
 
 from ..models.export_formats import outputs_from_export
 
-__all__ = ["ExportedModel", "open_model", "MODEL_FILE_SUFFIXES", "runtime_of"]
+__all__ = ["ExportedModel", "open_model", "MODEL_FILE_SUFFIXES", "runtime_of", "file_bytes"]
 
 # file suffix -> runtime that runs it (tools/eval.py, tools/predict.py and the benchmarks accept all of them)
 MODEL_FILE_SUFFIXES = {".onnx": "onnxruntime", ".xml": "openvino", ".pte": "executorch"}
@@ -61,6 +61,13 @@ class ExportedModel:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.path)!r}, task={self.task}, outputs={self.format})"
+
+
+def file_bytes(path: str | Path) -> int:
+    """Bytes of an exported model: the file, plus its ``.bin`` weights for OpenVINO IR."""
+    path = Path(path)
+    files = [path, path.with_suffix(".bin")] if path.suffix == ".xml" else [path]
+    return sum(f.stat().st_size for f in files if f.is_file())
 
 
 def runtime_of(path: str | Path) -> str:

@@ -1,0 +1,214 @@
+"""Deployment targets (issue 13): schemes per target, the TensorRT-ready file, OpenVINO IR and ExecuTorch files
+against PyTorch, and a QAT run that writes and evaluates every target in its runtime."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import numpy_helper
+
+from mnv2_tasks.models import MobileNetV2
+from mnv2_tasks.models.ssdlite import build_ssdlite
+from mnv2_tasks.quant.deploy import DeployModule, export_deploy
+from mnv2_tasks.quant.model_file import open_model
+from mnv2_tasks.quant.parity import compare_outputs
+from mnv2_tasks.quant.pt2e import calibrate, convert, prepare
+from mnv2_tasks.quant.targets import TargetError, check_targets, check_tensorrt_qdq, scheme_for, write_targets
+
+from test_quant import data_bn, real_images
+
+
+def _det(images):
+    """A tiny detector whose BatchNorm statistics come from real images (so its outputs depend on them)."""
+    net = build_ssdlite(5, 0.35, 64).train()
+    with torch.no_grad():
+        for _ in range(4):
+            net.deploy_forward(images)
+    return net.eval()
+
+
+def _ptq(net, images, scheme):
+    prepared = prepare(net, images[:2], qat=False, scheme=scheme)
+    calibrate(prepared, [images])
+    return convert(prepared)
+
+
+@pytest.fixture(scope="module")
+def classifier(shapes_root):
+    torch.manual_seed(0)
+    images = real_images(shapes_root, 6, 48)
+    return data_bn(MobileNetV2(num_classes=4, width_mult=0.35, dropout=0.0), images), images
+
+
+def test_targets_choose_one_scheme_every_target_takes():
+    assert check_targets("all") == ["onnx", "openvino", "executorch", "tensorrt"]
+    assert check_targets(["tensorrt", "onnx"]) == ["onnx", "tensorrt"]  # table order
+    assert scheme_for(["onnx"]) == "u8" and scheme_for(["onnx", "openvino"]) == "u8"
+    assert scheme_for(["onnx", "executorch"]) == "s8"
+    assert scheme_for(["all"]) == "s8sym" and scheme_for(["tensorrt"]) == "s8sym"
+    assert scheme_for(["onnx"], "s8sym") == "s8sym"
+    with pytest.raises(TargetError, match="does not run on"):
+        scheme_for(["executorch"], "u8")
+    with pytest.raises(TargetError, match="choose from"):
+        check_targets(["tflite"])
+
+
+def _zero_points(path: Path) -> list[np.ndarray]:
+    model = onnx.load(str(path))
+    consts = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    for n in model.graph.node:
+        if n.op_type == "Constant":
+            consts[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
+    return [consts[n.input[2]] for n in model.graph.node if n.op_type == "QuantizeLinear"]
+
+
+@pytest.mark.slow
+def test_tensorrt_file_has_int8_zero_point_0_and_matches_pytorch(classifier, tmp_path):
+    net, images = classifier
+    q = _ptq(net, images, "s8sym")
+    trt = write_targets(["tensorrt"], q, net, images[:2], tmp_path, "int8")["tensorrt"]
+    assert trt.name == "model.int8.trt.onnx"
+    zps = _zero_points(trt)
+    assert len(zps) >= 30 and all(z.dtype == np.int8 and not z.any() for z in zps)  # every activation Q: int8, 0
+    assert check_tensorrt_qdq(trt)["quantize"] == len(zps)
+    rep = compare_outputs(DeployModule(q, net, "logits"), open_model(trt), images[:3])["logits"]
+    assert rep["max_abs"] <= 0.25 * max(rep["scale"], 1e-3)
+    # a u8 (ORT) file is refused, naming the fix
+    u8 = export_deploy(_ptq(net, images, "u8"), net, images[:2], tmp_path / "u8.onnx")
+    with pytest.raises(TargetError, match="s8sym"):
+        check_tensorrt_qdq(u8)
+
+
+def test_uint8_activations_are_the_same_grid(classifier):
+    """zero point + 128 on uint8: exactly the numbers of the int8 graph, on every activation Q/DQ pair."""
+    from mnv2_tasks.quant.pt2e import uint8_activations
+
+    net, images = classifier
+    q = _ptq(net, images, "s8")
+    u = uint8_activations(q)
+    torch.testing.assert_close(u(images)["logits"], q(images)["logits"], atol=0, rtol=0)
+    dtypes = {n.args[5] for n in u.graph.nodes if n.op == "call_function" and "per_tensor" in str(n.target)}
+    assert dtypes == {torch.uint8}
+
+
+@pytest.mark.slow
+def test_one_s8sym_graph_gives_the_ort_file_uint8_activations_with_the_same_numbers(classifier, tmp_path):
+    """Trained once for TensorRT, the ONNX Runtime file still gets ORT's fast uint8 encoding: zero point + 128."""
+    from mnv2_tasks.quant.pt2e import uint8_activations
+
+    net, images = classifier
+    q = _ptq(net, images, "s8sym")
+    torch.testing.assert_close(uint8_activations(q)(images)["logits"], q(images)["logits"], atol=0, rtol=0)
+    files = write_targets(["onnx", "tensorrt"], q, net, images[:2], tmp_path, "int8")
+    zps = _zero_points(files["onnx"])
+    assert zps and all(z.dtype == np.uint8 for z in zps)
+    assert all(z.dtype == np.int8 for z in _zero_points(files["tensorrt"]))
+    a, b = open_model(files["onnx"]).run(images[:3]), open_model(files["tensorrt"]).run(images[:3])
+    np.testing.assert_allclose(a["logits"], b["logits"], atol=1e-5)
+
+
+@pytest.mark.slow
+def test_openvino_int8_detector_compiles_static_and_dynamic_with_the_right_shapes(shapes_root, tmp_path):
+    from mnv2_tasks.quant.openvino_runtime import OvModel, write_openvino
+
+    torch.manual_seed(0)
+    images = real_images(shapes_root, 6, 64)
+    net = _det(images)
+    q = _ptq(net, images, "u8")
+    onnx_path = export_deploy(q, net, images[:2], tmp_path / "det.int8.onnx")
+    per_img = net.postprocess_cfg.detections_per_img
+    for static in (None, 1, 3):
+        xml = write_openvino(onnx_path, tmp_path / f"det_{static}.xml", static_batch=static)
+        model = OvModel(xml)
+        assert model.task == "detection" and model.format == "nms"
+        n = static or 2
+        out = model.run(images[:n])
+        assert out["boxes"].shape == (n, per_img, 4) and out["scores"].shape == (n, per_img)
+        assert out["num_detections"].shape == (n,)
+        ref = DeployModule(q, net, "nms").eval()(images[:n])
+        np.testing.assert_array_equal(out["num_detections"], ref[3].numpy())
+    # the decoded outputs (before NMS, whose ties may break either way) equal the ORT file's
+    dec = export_deploy(q, net, images[:2], tmp_path / "dec.int8.onnx", fmt="decoded")
+    ov, ort = OvModel(write_openvino(dec, tmp_path / "dec.xml")).run(images[:3]), open_model(dec).run(images[:3])
+    assert np.abs(ov["scores"] - ort["scores"]).max() < 0.02
+    assert np.abs(ov["boxes"] - ort["boxes"]).max() < 1.0  # pixels, at 64 px
+    with pytest.raises(FileNotFoundError, match=r"\.bin"):
+        xml = tmp_path / "lonely.xml"
+        xml.write_text((tmp_path / "dec.xml").read_text())
+        OvModel(xml)
+
+
+def test_open_model_refuses_an_unknown_suffix(tmp_path):
+    with pytest.raises(ValueError, match=r"\.onnx, \.xml, \.pte"):
+        open_model(tmp_path / "model.tflite")
+
+
+@pytest.mark.slow
+def test_executorch_files_match_pytorch(classifier, shapes_root, tmp_path):
+    """fp32 and int8 (s8) classifier .pte, and an int8 detector in its NMS-free format, against PyTorch."""
+    net, images = classifier
+    q = _ptq(net, images, "s8")
+    fp32 = write_targets(["executorch"], None, net, images[:2], tmp_path, "fp32")["executorch"]
+    int8 = write_targets(["executorch"], q, net, images[:2], tmp_path, "int8")["executorch"]
+    m32, m8 = open_model(fp32), open_model(int8)
+    assert m8.task == "classification" and m8.meta["precision"] == "int8" and m32.meta["precision"] == "fp32"
+    for n in (1, 3):  # dynamic batch
+        torch.testing.assert_close(m32(images[:n]), net(images[:n]).detach(), atol=1e-4, rtol=1e-4)
+        rep = compare_outputs(DeployModule(q, net, "logits"), m8, images[:n])["logits"]
+        assert rep["max_abs"] <= 0.05 * max(rep["scale"], 1e-3)  # XNNPACK runs the same int8 arithmetic
+    assert int8.stat().st_size < 0.5 * fp32.stat().st_size
+    det_images = real_images(shapes_root, 6, 64)
+    det = _det(det_images)
+    qd = _ptq(det, det_images, "s8")
+    pte = write_targets(["executorch"], qd, det, det_images[:2], tmp_path, "int8", stem="det")["executorch"]
+    model = open_model(pte)
+    assert model.format == "decoded" and model.output_names == ["boxes", "scores"]
+    rep = compare_outputs(DeployModule(qd, det, "decoded"), model, det_images[:3])
+    assert rep["scores"]["max_abs"] < 1e-3 and rep["boxes"]["max_abs"] < 0.05  # decoded in float, outside int8
+    got, ref = model(det_images[:3]), det.postprocess(qd(det_images[:3]), (64, 64))
+    assert [len(g["boxes"]) for g in got] == [len(r["boxes"]) for r in ref]
+
+
+DET = ["task=detection", "pretrain=none", "model.net.width_mult=0.35", "data.image_size=64", "data.batch_size=8",
+       "data.num_workers=0", "trainer.max_epochs=1"]
+
+
+@pytest.mark.slow
+def test_qat_with_every_target_writes_and_evaluates_each_in_its_runtime(make_cfg, tmp_path):
+    from mnv2_tasks.evaluate import evaluate
+    from mnv2_tasks.predict import Predictor
+    from mnv2_tasks.train import train
+
+    cfg = make_cfg(*DET)
+    train(cfg)
+    q = make_cfg(*DET, "quant=qat", f"quant.from_ckpt={cfg.paths.output_dir}/checkpoints/last.ckpt",
+                 "quant.freeze_bn_epoch=0", "quant.freeze_observer_epoch=1", "quant.targets=[all]")
+    q.paths.output_dir = str(tmp_path / "qat")
+    train(q)
+    out = tmp_path / "qat"
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["quant_scheme"] == "s8sym"
+    for name in ("model.fp32.onnx", "model.int8.onnx", "model.fp32.xml", "model.int8.xml", "model.int8.bin",
+                 "model.fp32.pte", "model.int8.pte", "model.int8.trt.onnx"):
+        assert (out / name).is_file(), name
+    for key in ("onnx", "openvino", "executorch"):
+        # the float files are the float network in every runtime: the same mAP
+        assert saved[f"{key}_fp32_mAP"] == pytest.approx(saved["torch_fp32_mAP"], abs=1e-3), key
+    for key in ("onnx", "openvino", "executorch", "tensorrt"):
+        assert 0.0 <= saved[f"{key}_int8_mAP"] <= 1.0
+        assert saved[f"{key}_int8_mAP"] == pytest.approx(saved["torch_int8_mAP"], abs=0.02), key
+    check_tensorrt_qdq(out / "model.int8.trt.onnx")
+    # tools/eval.py scores an .xml and a .pte like the run did
+    for name, key in (("model.int8.xml", "openvino_int8_mAP"), ("model.int8.pte", "executorch_int8_mAP")):
+        ecfg = make_cfg(*DET, f"ckpt={out / name}", config_name="eval")
+        ecfg.paths.output_dir = str(tmp_path / f"eval_{name}")
+        assert evaluate(ecfg)["mAP"] == pytest.approx(saved[key], abs=1e-6)
+    # the Predictor takes them too, answering like the .onnx
+    frame = (np.random.default_rng(0).random((90, 120, 3)) * 255).astype(np.uint8)
+    a, b = Predictor(out / "model.int8.pte")(frame), Predictor(out / "model.int8.onnx")(frame)
+    assert a["boxes"].shape[1] == 4 and len(a["scores"]) > 0 and len(b["scores"]) > 0
