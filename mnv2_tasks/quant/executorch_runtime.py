@@ -2,7 +2,8 @@
 
 The float network, or a converted PT2E graph of the ``s8`` / ``s8sym`` scheme (XNNPACK's
 kernels take signed int8 activations; a ``u8`` graph lowers but XNNPACK refuses to compile it
-at load time), is exported with a dynamic batch, lowered with ``XnnpackPartitioner`` and saved
+at load time), is exported with a dynamic batch up to ``MAX_BATCH_PTE`` (memory is planned for
+it; ``EtModel`` runs larger batches in chunks), lowered with ``XnnpackPartitioner`` and saved
 as a ``.pte``. ExecuTorch has no NMS kernel, so a detector is written in its NMS-free output
 format (``decoded``: boxes and per-class scores, decoded in float); ``EtModel`` runs the same
 ``select_detections`` on them as every other runtime (``models/export_formats.py``). The file's
@@ -23,11 +24,13 @@ from torch.export import Dim
 from ..models.contract import pad_batch
 from ..models.export_formats import without_nms
 from .model_file import ExportedModel
-from .pt2e import MAX_BATCH
 
 __all__ = ["write_executorch", "EtModel", "set_threads", "META_METHOD", "executorch_format"]
 
 META_METHOD = "mnv2_metadata"
+# the batch a .pte is memory-planned for: ExecuTorch allocates its tensors up front for the largest
+# batch, so larger batches run in chunks of this size (``EtModel``); robots infer at batch 1
+MAX_BATCH_PTE = 8
 
 
 def _executorch():
@@ -61,10 +64,11 @@ def write_executorch(module: nn.Module, example: torch.Tensor, path: str | Path,
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    meta = {**{k: str(v) for k, v in metadata.items()}, "mnv2_output_names": json.dumps(list(output_names))}
+    meta = {**{k: str(v) for k, v in metadata.items()}, "mnv2_output_names": json.dumps(list(output_names)),
+            "mnv2_max_batch": str(MAX_BATCH_PTE)}
     with torch.no_grad():
         ep = torch.export.export(module.eval(), (pad_batch(example),), strict=False,
-                                 dynamic_shapes=({0: Dim("batch", min=1, max=MAX_BATCH)},))
+                                 dynamic_shapes=({0: Dim("batch", min=1, max=MAX_BATCH_PTE)},))
         program = to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()],
                                               constant_methods={META_METHOD: json.dumps(meta)}).to_executorch()
     path.write_bytes(program.buffer)
@@ -94,4 +98,6 @@ class EtModel(ExportedModel):
         self.output_names = json.loads(self.meta.get("mnv2_output_names", "[]"))
 
     def _run(self, x: np.ndarray) -> list:
-        return [o.numpy() for o in self.method.execute([torch.from_numpy(x)])]
+        step = int(self.meta.get("mnv2_max_batch", 1))
+        chunks = [[o.numpy() for o in self.method.execute([torch.from_numpy(x[i:i + step])])] for i in range(0, len(x), step)]
+        return chunks[0] if len(chunks) == 1 else [np.concatenate(parts) for parts in zip(*chunks)]
