@@ -48,7 +48,8 @@ def evaluate(cfg: DictConfig) -> dict:
     datamodule.prepare_data()
     datamodule.setup("validate")
     data_spec = datamodule.input_spec()
-    from .quant.model_file import MODEL_FILE_SUFFIXES, open_model
+    from .quant.model_file import MODEL_FILE_SUFFIXES
+    from .quant.runners import open_model
 
     if ckpt.suffix in MODEL_FILE_SUFFIXES:
         fn = open_model(ckpt, task=module.task_name)

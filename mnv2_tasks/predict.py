@@ -77,7 +77,7 @@ class Predictor:
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError("--device cuda: no CUDA device here; use --device cpu")
         if path.suffix in EXPORTED_SUFFIXES:  # .onnx, .xml (OpenVINO), .pte (ExecuTorch)
-            from .quant.model_file import open_model
+            from .quant.runners import open_model
 
             ort = open_model(path, threads)
             self.task, spec, self._run = ort.task, ort.input_spec, ort

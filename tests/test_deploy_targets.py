@@ -15,7 +15,7 @@ from onnx import numpy_helper
 from mnv2_tasks.models import MobileNetV2
 from mnv2_tasks.models.ssdlite import build_ssdlite
 from mnv2_tasks.quant.deploy import DeployModule, export_deploy
-from mnv2_tasks.quant.model_file import open_model
+from mnv2_tasks.quant.runners import open_model
 from mnv2_tasks.quant.parity import compare_outputs
 from mnv2_tasks.quant.pt2e import calibrate, convert, prepare
 from mnv2_tasks.quant.targets import TargetError, check_targets, check_tensorrt_qdq, scheme_for, write_targets

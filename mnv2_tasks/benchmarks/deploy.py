@@ -160,7 +160,7 @@ def bench_task(task: str, args, opts) -> tuple[str, list[dict]]:
     from ..checkpoint import read_checkpoint
     from ..config import compose_train_config
     from ..quant.export import export_datamodule, load_for_export
-    from ..quant.model_file import open_model
+    from ..quant.runners import open_model
     from ..quant.pt2e import convert
     from ..quant.ptq import ptq_convert
     from ..quant.targets import TARGETS, check_targets, write_targets

@@ -22,7 +22,8 @@ from ..checkpoint import (
 )
 from ..config import compose_train_config
 from .deploy import DeployModule
-from .model_file import file_bytes, open_model
+from .model_file import file_bytes
+from .runners import open_model
 from .onnx_export import OPSET
 from .parity import compare_outputs, format_report
 from .pt2e import convert, prepare

@@ -22,7 +22,7 @@ from torch import nn
 from torch.fx import GraphModule
 
 from ..models.contract import pad_batch
-from .model_file import open_model
+from .runners import open_model
 from .pt2e import QuantNet, convert
 from .targets import check_targets, scheme_for, target_file, targets_metadata, write_targets
 

@@ -1,4 +1,4 @@
-"""What every exported model file shares, whichever runtime runs it, and ``open_model`` by file suffix.
+"""What every exported model file shares, whichever runtime runs it (``runners.open_model`` opens one by suffix).
 
 An exported file (``.onnx`` in ONNX Runtime, ``.xml`` in OpenVINO, ``.pte`` in ExecuTorch)
 records its task, output format (``models/export_formats.py``) and input spec in its own
@@ -18,7 +18,7 @@ import torch
 
 from ..models.export_formats import outputs_from_export
 
-__all__ = ["ExportedModel", "open_model", "MODEL_FILE_SUFFIXES", "runtime_of", "file_bytes"]
+__all__ = ["ExportedModel", "MODEL_FILE_SUFFIXES", "file_bytes"]
 
 # file suffix -> runtime that runs it (tools/eval.py, tools/predict.py and the benchmarks accept all of them)
 MODEL_FILE_SUFFIXES = {".onnx": "onnxruntime", ".xml": "openvino", ".pte": "executorch"}
@@ -68,27 +68,3 @@ def file_bytes(path: str | Path) -> int:
     path = Path(path)
     files = [path, path.with_suffix(".bin")] if path.suffix == ".xml" else [path]
     return sum(f.stat().st_size for f in files if f.is_file())
-
-
-def runtime_of(path: str | Path) -> str:
-    """The runtime that runs ``path``, by its suffix; an unknown suffix is an error naming the choices."""
-    suffix = Path(path).suffix
-    if suffix not in MODEL_FILE_SUFFIXES:
-        raise ValueError(f"{path}: not an exported model file; pass one of {', '.join(MODEL_FILE_SUFFIXES)} "
-                         "(written by tools/export.py or a quant=qat / quant=ptq run)")
-    return MODEL_FILE_SUFFIXES[suffix]
-
-
-def open_model(path: str | Path, threads: int = 2, task: str | None = None) -> ExportedModel:
-    """The exported file ``path`` in its runtime (by suffix), refusing one exported for another ``task``."""
-    runtime = runtime_of(path)
-    if runtime == "onnxruntime":
-        from .ort_runner import OrtModel as cls
-    elif runtime == "openvino":
-        from .openvino_runtime import OvModel as cls
-    else:
-        from .executorch_runtime import EtModel as cls
-    model = cls(path, threads)
-    if task is not None and model.task and model.task != task:
-        raise ValueError(f"{path}: a model of task '{model.task}', but the run is task '{task}'; run with task={model.task}")
-    return model

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .model_file import ExportedModel, open_model
+from .model_file import ExportedModel
 from .onnx_export import check_onnx_file, onnx_metadata
 
-__all__ = ["OrtModel", "ort_session", "onnx_predict_fn"]
+__all__ = ["OrtModel", "ort_session"]
 
 
 def ort_session(path: str | Path, threads: int = 2):
@@ -49,8 +49,3 @@ class OrtModel(ExportedModel):
 
     def _run(self, x: np.ndarray) -> list:
         return self.session.run(None, {self.input_name: x})
-
-
-def onnx_predict_fn(path: str | Path, task: str | None = None, threads: int = 2):
-    """The exported file in its runtime (``open_model``), refusing a file exported for another task."""
-    return open_model(path, threads, task)

@@ -127,7 +127,9 @@ def uint8_activations(converted: GraphModule) -> GraphModule:
     gm = copy.deepcopy(converted)
     changed = False
     for n in gm.graph.nodes:
-        if n.op == "call_function" and str(n.target).split(".")[-2] in _PER_TENSOR_QDQ and n.args[5] == torch.int8:
+        name = str(n.target).split(".")
+        if (n.op == "call_function" and len(name) > 2 and name[-2] in _PER_TENSOR_QDQ and len(n.args) > 5
+                and n.args[5] == torch.int8):
             x, scale, zp, qmin, qmax, _ = n.args[:6]
             n.args = (x, scale, int(zp) + 128, int(qmin) + 128, int(qmax) + 128, torch.uint8, *n.args[6:])
             changed = True
