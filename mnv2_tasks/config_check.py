@@ -36,7 +36,8 @@ def _size(v: Any) -> bool:
 RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "data.batch_size": (_int_at_least(1), "an integer >= 1 (images per training step)"),
     "data.eval_batch_size": (lambda v: v is None or _int_at_least(1)(v), "null or an integer >= 1"),
-    "data.num_workers": (_int_at_least(0), "an integer >= 0 (0: load in the main process)"),
+    "data.num_workers": (lambda v: v == "auto" or _int_at_least(0)(v),
+                         "an integer >= 0 (0: load in the main process) or auto (0 on <= 2 cores, else cores - 1, at most 8)"),
     "data.image_size": (lambda v: v is None or _size(v), "an integer >= 8 or [height, width] (pixels)"),
     "data.crop_size": (_int_at_least(8), "an integer >= 8 (pixels)"),
     "data.num_classes": (_int_at_least(1), "an integer >= 1"),

@@ -136,6 +136,21 @@ def test_valid_tiny_set(tmp_path):
     assert ds[0]["target"]["boxes"].tolist() == [[5.0, 6.0, 25.0, 16.0]]
 
 
+def test_cached_images_are_decoded_once_and_read_only(tmp_path):
+    ann, img_dir, _ = _tiny_set(tmp_path)
+    ds = CocoDetection(ann, img_dir, detection_pipeline(ssd_train_transforms(), 32), cache_images=True)
+    first = ds.load(0)[0]
+    (img_dir / "1.jpg").unlink()  # a second read would fail: it comes from the cache
+    again = ds.load(0)[0]
+    assert again is first and not again.flags.writeable
+    for _ in range(5):  # the augmentations never write into the cached array
+        assert ds[0]["image"].shape == (3, 32, 32)
+    assert (first == 100).all()
+    with pytest.raises(DataError, match="2.jpg"):  # uncached files are still read, and errors still name them
+        (img_dir / "2.jpg").unlink()
+        ds.load(1)
+
+
 def test_not_json_and_missing_keys(tmp_path):
     _, img_dir, data = _tiny_set(tmp_path)
     bad = tmp_path / "bad.json"
@@ -189,3 +204,15 @@ def test_degenerate_boxes_dropped(tmp_path):
     data["annotations"].append({"id": 11, "image_id": 1, "category_id": 5, "bbox": [5, 6, 0, 10], "iscrowd": 0})
     ds = CocoDetection(_write(tmp_path / "ann.json", data), img_dir)
     assert ds.problems["degenerate box"] == 1 and len(ds[0]["target"]["boxes"]) == 1
+
+
+def test_auto_workers_follow_the_cores(monkeypatch):
+    import os
+
+    from mnv2_tasks.data.loaders import resolve_workers
+
+    assert resolve_workers(3) == 3
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    assert resolve_workers("auto") == 0  # no spare core for loader processes
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(32)))
+    assert resolve_workers("auto") == 8

@@ -73,6 +73,8 @@ class CocoDetection(Dataset):
         on_bad: ``"error"`` (default) or ``"warn"``: drop bad annotations and missing images, counted.
         box_tolerance: pixels a box may extend past the image border before it is an error (it is clipped).
         check_files: check at construction that every image file exists.
+        cache_images: keep each decoded image in memory after its first read (small sets such as the
+            embedded one: decoding is then paid once; each loader worker process keeps its own cache).
     """
 
     def __init__(
@@ -84,9 +86,12 @@ class CocoDetection(Dataset):
         on_bad: str = "error",
         box_tolerance: float = 1.0,
         check_files: bool = True,
+        cache_images: bool = False,
     ) -> None:
         if on_bad not in ("error", "warn"):
             raise ValueError(f"on_bad must be 'error' or 'warn', got {on_bad!r}")
+        # decoded images kept after their first read (per process: each loader worker fills its own)
+        self.cache: dict[int, np.ndarray] | None = {} if cache_images else None
         self.ann_file, self.img_dir = Path(ann_file), Path(img_dir)
         self.transform = transform
         self.box_tolerance_px = float(box_tolerance)
@@ -220,10 +225,15 @@ class CocoDetection(Dataset):
         """Image (H, W, 3) uint8, boxes (M, 4) xyxy, labels (M,) with crowd boxes labelled 0, image entry."""
         im = self.images[self.ids[idx]]
         path = self.img_dir / im["file_name"]
-        try:
-            image = read_rgb(path)
-        except DataError as e:
-            raise DataError(f"{e} [image id {im['id']} in {self.ann_file}]") from None
+        image = self.cache.get(im["id"]) if self.cache is not None else None
+        if image is None:
+            try:
+                image = read_rgb(path)
+            except DataError as e:
+                raise DataError(f"{e} [image id {im['id']} in {self.ann_file}]") from None
+            if self.cache is not None:
+                image.setflags(write=False)  # shared by every epoch: a transform writing into it would fail loudly
+                self.cache[im["id"]] = image
         anns = self.anns[im["id"]]
         boxes = np.asarray([a["box"] for a in anns], dtype=np.float32).reshape(-1, 4)
         labels = np.asarray([0 if a["iscrowd"] else a["label"] for a in anns], dtype=np.int64)
@@ -304,8 +314,10 @@ class CocoDataModule(TaskDataModule):
         num_classes: int | None = None,
         shapes_root: str | None = None,
         preflight: bool = True,
+        cache_images: bool = False,
     ) -> None:
         super().__init__(batch_size, eval_batch_size, num_workers, shapes_root, on_bad, preflight)
+        self.cache_images = cache_images
         self.root = Path(root)
         self.expected_num_classes = num_classes
         self.train_ann_file, self.train_img_dir = self.root / train_ann_file, self.root / train_img_dir
@@ -317,7 +329,8 @@ class CocoDataModule(TaskDataModule):
         self.box_tolerance = box_tolerance
 
     def _dataset(self, ann_file: Path, img_dir: Path, transform, cat_ids=None) -> CocoDetection:
-        return CocoDetection(ann_file, img_dir, transform, cat_ids=cat_ids, on_bad=self.on_bad, box_tolerance=self.box_tolerance)
+        return CocoDetection(ann_file, img_dir, transform, cat_ids=cat_ids, on_bad=self.on_bad, box_tolerance=self.box_tolerance,
+                             cache_images=self.cache_images)
 
     def setup(self, stage: str | None = None) -> None:
         if self.shapes_root is not None:
