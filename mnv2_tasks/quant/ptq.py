@@ -72,7 +72,10 @@ class PTQCallback(QuantCallback):
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.is_global_zero or not self.export:
             return
-        net = pl_module.net
+        # the captured graph and every exported file are in the default memory format (ExecuTorch's XNNPACK
+        # lowering refuses a channels-last network), as QAT's
+        pl_module.channels_last = False
+        net = pl_module.net.to(memory_format=torch.contiguous_format)
         device = next(net.parameters()).device
         example = example_batch(trainer)
         batches = calibration_batches(trainer.datamodule.train_dataloader(), self.num_calibration_images)
