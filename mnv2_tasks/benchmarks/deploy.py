@@ -38,7 +38,6 @@ from ..quant.model_file import file_bytes
 from .common import cpu_int8_flags, times_ms, timing_parser
 
 DEFAULT_SIZE = {"classification": 224, "detection": 320, "segmentation": 512}
-FORMATS = ("onnx", "openvino", "executorch", "tensorrt")
 
 
 def add_options(p: argparse.ArgumentParser) -> None:
