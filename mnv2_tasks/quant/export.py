@@ -33,6 +33,7 @@ from .targets import TargetError, check_targets, scheme_for, targets_metadata, w
 __all__ = ["load_for_export", "export_checkpoint", "export_datamodule"]
 
 _QAT_GRAPH_PREFIX = "net.graph."
+RUNTIME_NAMES = {"onnxruntime": "ONNX Runtime", "openvino": "OpenVINO", "executorch": "ExecuTorch"}
 
 
 def load_for_export(ckpt_path: str | Path, example_loader: Callable[[], torch.Tensor] | None = None,
@@ -166,7 +167,7 @@ def export_checkpoint(
             report_to(f"== {path} ({size / 2**20:.2f} MB, {model.runtime}, outputs {model.format}, dynamic batch, "
                       f"input {list(example.shape[1:])})")
             for name, rep in checks.items():
-                report_to(format_report(f"{model.runtime} vs {what}, {name}", rep))
+                report_to(format_report(f"{RUNTIME_NAMES[model.runtime]} vs {what}, {name}", rep))
             report["files"][f"{target}_{p}"] = {"path": str(path), "bytes": size, "runtime": model.runtime, "checks": checks}
     return report
 
