@@ -162,7 +162,7 @@ def bench_task(task: str, args, opts) -> tuple[str, list[dict]]:
     from ..quant.runners import open_model
     from ..quant.pt2e import convert
     from ..quant.ptq import ptq_convert
-    from ..quant.targets import TARGETS, check_targets, write_targets
+    from ..quant.targets import TARGETS, check_targets, scheme_for, write_targets
 
     formats = check_targets(getattr(opts, "formats", "onnx") or "onnx")
     ckpts = dict(c.split("=", 1) for c in opts.deploy_ckpt)
@@ -188,13 +188,12 @@ def bench_task(task: str, args, opts) -> tuple[str, list[dict]]:
     net = net.eval().use_postprocess("eval")
     lat_example = torch.randn(2, 3, size, size)
     resized = [torch.nn.functional.interpolate(b, size=(size, size), mode="bilinear", align_corners=False) for b in calib]
-    preferred = {"onnx": "u8", "openvino": "u8", "executorch": "s8", "tensorrt": "s8sym"}
     cores: dict[str, tuple] = {}
 
     def int8_core(target: str):
         """The QAT graph where its scheme suits the target (and the size is the trained one), else PTQ."""
         use_qat = prepared is not None and qat_scheme in TARGETS[target]["schemes"] and size == val_example.shape[-1]
-        scheme = qat_scheme if use_qat else preferred[target]
+        scheme = qat_scheme if use_qat else scheme_for([target])  # the target's own fastest scheme
         key = f"{'qat' if use_qat else 'ptq'}_{scheme}"
         if key not in cores:
             cores[key] = (convert(prepared) if use_qat else ptq_convert(net, lat_example, resized, scheme), key)
