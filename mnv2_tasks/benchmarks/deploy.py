@@ -135,13 +135,17 @@ def _profile(model, x: torch.Tensor, top: int = 12) -> str:
     else:
         import onnxruntime as ort
 
+        import tempfile
+
         so = ort.SessionOptions()
         so.enable_profiling = True
         so.intra_op_num_threads = 2
-        sess = ort.InferenceSession(str(model.path), so, providers=["CPUExecutionProvider"])
-        for _ in range(20):
-            sess.run(None, {sess.get_inputs()[0].name: x.numpy()})
-        trace = json.loads(Path(sess.end_profiling()).read_text())
+        with tempfile.TemporaryDirectory() as tmp:  # ORT writes its trace file; keep it out of the cwd
+            so.profile_file_prefix = str(Path(tmp) / "ort_profile")
+            sess = ort.InferenceSession(str(model.path), so, providers=["CPUExecutionProvider"])
+            for _ in range(20):
+                sess.run(None, {sess.get_inputs()[0].name: x.numpy()})
+            trace = json.loads(Path(sess.end_profiling()).read_text())
         for ev in trace:
             if ev.get("cat") == "Node" and ev["name"].endswith("_kernel_time"):
                 totals[ev["args"].get("op_name", "?")] += ev["dur"] / 1000 / 20
