@@ -45,6 +45,18 @@ def test_ssdlite_taps():
     assert [tuple(f.shape[1:]) for f in feats] == [(576, 20, 20), (1280, 10, 10)]
 
 
+def test_stride8_expansion_tap_is_the_expansion_of_block_6():
+    """Tap 7 (``expansion8``) is blocks.6's 1x1 expansion output, at stride 8, before its strided depthwise conv."""
+    torch.manual_seed(0)
+    bb = MobileNetV2Backbone(width_mult=0.35, out_indices=("expansion8", 2)).eval()
+    assert bb.feature_info.channels() == [16, 96] and bb.feature_info.reduction() == [8, 8]
+    assert [i["module"] for i in bb.feature_info] == ["blocks.5", "blocks.6.expansion"]
+    x = torch.randn(2, 3, 96, 96)
+    with torch.no_grad():
+        out5, exp6 = bb(x)
+        assert torch.equal(exp6, bb.blocks[6].forward_expansion(out5))
+
+
 @pytest.mark.parametrize("width", WIDTHS)
 @pytest.mark.parametrize("output_stride", [8, 16, 32])
 def test_feature_info_matches_outputs(width, output_stride):

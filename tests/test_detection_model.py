@@ -10,7 +10,7 @@ import torch
 from mnv2_tasks.models.anchors import AnchorGenerator, anchor_coverage
 from mnv2_tasks.models.box_coder import BoxCoder
 from mnv2_tasks.models.detection_loss import BACKGROUND, IGNORE, DetectionLoss, hard_negatives, match_anchors
-from mnv2_tasks.models import build_ssdlite, build_torchvision_ssdlite
+from mnv2_tasks.models import build_ssdlite, build_torchvision_ssdlite, build_torchvision_ssdlite_mnv2
 from mnv2_tasks.quant.deploy import DeployModule
 
 
@@ -37,8 +37,14 @@ def test_paper_size_and_taps():
     assert [b[2].conv.out_channels for b in m.extras] == [512, 256, 256, 128]
 
 
-def test_grid_sizes_match_features_without_forward():
-    m = tiny(size=100).eval()
+@pytest.mark.parametrize("stride8", [None, "stride8", "expansion8"])
+def test_grid_sizes_match_features_without_forward(stride8):
+    kw = {} if stride8 is None else {"stride8_level": True, "stride8_tap": stride8, "min_ratio": 0.1}
+    m = tiny(size=100, **kw).eval()
+    if stride8 is not None:  # a first level at stride 8, read from the chosen tap
+        level0 = m.backbone.feature_info[m.levels[0]]
+        assert level0["reduction"] == 8
+        assert level0["module"] == {"stride8": "blocks.5", "expansion8": "blocks.6.expansion"}[stride8]
     for size in [(96, 96), (100, 130)]:
         feats = m.features(torch.randn(1, 3, *size))
         assert [tuple(f.shape[-2:]) for f in feats] == m.grid_sizes(size)
@@ -259,9 +265,16 @@ def test_torch_export_dynamic_batch(outputs):
         torch.testing.assert_close(ref, got)
 
 
-def test_torchvision_baseline_same_interface():
+@pytest.mark.parametrize("backbone", ["mobilenet_v3", "ours"])
+def test_torchvision_baseline_same_interface(backbone):
+    """torchvision's SSDLite (its MobileNetV3, or our MobileNetV2 inside its recipe) behind the model contract."""
     torch.manual_seed(0)
-    tv = build_torchvision_ssdlite(5, size=96)
+    if backbone == "ours":
+        tv = build_torchvision_ssdlite_mnv2(5, size=96, width_mult=0.35)
+        assert tv.takes_mobilenetv2_weights and tv.pretrained_target() is tv.model.backbone.body
+        assert tv.model.backbone.body.feature_info.reduction() == [16, 32]
+    else:
+        tv = build_torchvision_ssdlite(5, size=96)
     tv.train()
     t = [{"boxes": torch.tensor([[10.0, 12.0, 50.0, 60.0]]), "labels": torch.tensor([2])}] * 2
     losses = tv(torch.randn(2, 3, 96, 96), t)

@@ -6,10 +6,12 @@
 
 Size and speed use the COCO configuration (81 classes, 320x320, width 1.0, no pretrained weights),
 postprocessing included (each model's evaluation defaults). ``--train`` runs ``train(cfg)`` with
-``task=detection`` three times: ours as configured (embedded pretrained backbone), ours with
-``pretrain=none``, and ``model=ssdlite_tv_mnv3`` (torchvision's, which cannot take MobileNetV2
-weights, from scratch): same data, augmentation, epochs, optimizer and schedule; extra Hydra
-overrides apply to all (``--override key=value``); ``--variants`` picks a subset.
+``task=detection`` once per variant (``VARIANTS``): same data, augmentation, epochs, optimizer and
+schedule; extra Hydra overrides apply to all (``--override key=value``); ``--variants`` picks a subset.
+The controlled comparison of issue 15 (which part explains torchvision's lead from scratch)::
+
+    python tools/benchmark.py --task detection --train --override trainer.max_epochs=60 \
+        --variants ours_scratch_paper torchvision_mnv2_scratch torchvision torchvision_mnv2 ours_paper
 """
 
 from __future__ import annotations
@@ -67,30 +69,44 @@ def _compose(overrides: list[str], out_dir: Path):
     return cfg
 
 
+# the paper's six levels and torchvision's anchor range, instead of the default's stride-8 level
+_PAPER_LEVELS = ["model.net.stride8_level=false", "model.net.min_ratio=0.2", "model.net.max_ratio=0.95"]
+# tag -> (row name, overrides after task=detection)
+VARIANTS: dict[str, tuple[str, list[str]]] = {
+    "ours": ("ours: SSDLite-MobileNetV2 (embedded pretrained backbone, the default)", []),
+    "ours_scratch": ("ours: SSDLite-MobileNetV2 from scratch (pretrain=none)", ["pretrain=none"]),
+    "ours_paper": ("ours, the paper's 6 levels, embedded pretrained backbone", _PAPER_LEVELS),
+    "ours_scratch_paper": ("ours, the paper's 6 levels, from scratch", ["pretrain=none", *_PAPER_LEVELS]),
+    "torchvision": ("torchvision ssdlite320_mobilenet_v3_large from scratch", ["model=ssdlite_tv_mnv3"]),
+    "torchvision_mnv2_scratch": ("torchvision's SSDLite on our MobileNetV2 backbone, from scratch",
+                                 ["model=ssdlite_tv_mnv2", "pretrain=none"]),
+    "torchvision_mnv2": ("torchvision's SSDLite on our MobileNetV2 backbone, embedded pretrained backbone",
+                         ["model=ssdlite_tv_mnv2"]),
+}
+
+
 def train_side_by_side(args) -> str:
     from ..train import train
 
     out_root = Path(args.out_dir)
     rows = []
-    variants = (("ours", "ours: SSDLite-MobileNetV2 (embedded pretrained backbone, the default)", []),
-                ("ours_scratch", "ours: SSDLite-MobileNetV2 from scratch (pretrain=none)", ["pretrain=none"]),
-                ("torchvision", "torchvision ssdlite320_mobilenet_v3_large from scratch", ["model=ssdlite_tv_mnv3"]))
-    for tag, name, model_override in variants:
-        if tag not in args.variants:
-            continue
+    for tag in args.variants:
+        name, model_override = VARIANTS[tag]
         cfg = _compose(["task=detection", *model_override, *args.override], out_root / tag)
         t0 = time.time()
         metrics = train(cfg)
         wall = time.time() - t0
         rows.append((name, cfg.model.net.get("width_mult", "-"), cfg.data.image_size, cfg.trainer.max_epochs, metrics, wall, out_root / tag))
-    lines = ["| model (embedded shapes val) | width | input | epochs | mAP | mAP50 | mAP75 | train+eval wall |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| model (embedded shapes val) | width | input | epochs | mAP | mAP50 | mAP75 | mAP_small | AR100 | train+eval wall |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, width, size, epochs, m, wall, _ in rows:
-        lines.append(f"| {name} | {width} | {size} | {epochs} | {m['mAP']:.3f} | {m['mAP50']:.3f} | {m['mAP75']:.3f} | {wall / 60:.1f} min |")
+        lines.append(f"| {name} | {width} | {size} | {epochs} | {m['mAP']:.3f} | {m['mAP50']:.3f} | {m['mAP75']:.3f} "
+                     f"| {m.get('mAP_small', float('nan')):.3f} | {m.get('AR100', float('nan')):.3f} | {wall / 60:.1f} min |")
     lines.append("")
     lines.append("run dirs: " + ", ".join(str(r[-1]) for r in rows))
     (out_root / "side_by_side.json").write_text(json.dumps(
-        [{"model": r[0], "mAP": r[4]["mAP"], "mAP50": r[4]["mAP50"], "mAP75": r[4]["mAP75"], "wall_s": r[5]} for r in rows], indent=2))
+        [{"model": r[0], **{k: r[4].get(k) for k in ("mAP", "mAP50", "mAP75", "mAP_small", "AR100")}, "wall_s": r[5]} for r in rows],
+        indent=2))
     return "\n".join(lines)
 
 
@@ -101,7 +117,7 @@ def add_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--override", action="append", default=[], help="Hydra override for every training run (repeatable)")
     g.add_argument("--out-dir", default="outputs/bench_detection", help="where --train's runs go")
     g.add_argument("--variants", nargs="+", default=["ours", "ours_scratch", "torchvision"],
-                   choices=["ours", "ours_scratch", "torchvision"], help="which models --train trains")
+                   choices=list(VARIANTS), help="which models --train trains, in this order")
 
 
 def run(args) -> str:

@@ -9,7 +9,9 @@ from .features import FeatureInfo
 from .mobilenetv2 import TAPS, MobileNetV2, MobileNetV2Backbone, make_divisible
 from .pretrained import CheckpointError, LoadReport, load_pretrained
 from .ssdlite import SSDLite, build_ssdlite
-from .torchvision_ssdlite import TorchvisionDetector, build_torchvision_ssdlite
+from .torchvision_ssdlite import (
+    TorchvisionDetector, TorchvisionMobileNetV2Detector, build_torchvision_ssdlite, build_torchvision_ssdlite_mnv2,
+)
 
 __all__ = [
     "TaskNet",
@@ -27,4 +29,6 @@ __all__ = [
     "build_ssdlite",
     "TorchvisionDetector",
     "build_torchvision_ssdlite",
+    "build_torchvision_ssdlite_mnv2",
+    "TorchvisionMobileNetV2Detector",
 ]

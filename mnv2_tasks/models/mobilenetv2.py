@@ -33,7 +33,8 @@ INVERTED_RESIDUAL_SETTING: list[list[int]] = [
 # so a custom ``inverted_residual_setting`` keeps correct taps: 0-4 are the last block of each
 # stride 2, 4, 8, 16, 32 (timm's default taps), 5 is the 1x1 head (1280 channels), 6 is the
 # expansion output of the first stride-32 block (96 -> 576 -> 160), still at stride 16: the
-# layer the paper's SSDLite attaches its first prediction layer to. For the paper's table:
+# layer the paper's SSDLite attaches its first prediction layer to; 7 is the same one stage earlier,
+# the first stride-16 block's expansion (32 -> 192 -> 64) at stride 8. For the paper's table:
 TAPS: dict[int, str] = {
     0: "blocks.0",
     1: "blocks.2",
@@ -42,8 +43,9 @@ TAPS: dict[int, str] = {
     4: "blocks.16",
     5: "head",
     6: "blocks.13.expansion",
+    7: "blocks.6.expansion",
 }
-_TAP_ALIASES = {"expansion": 6, "head": 5}
+_TAP_ALIASES = {"expansion": 6, "head": 5, "expansion8": 7}
 
 
 def make_divisible(v: float, divisor: int = 8, min_value: int | None = None) -> int:
@@ -179,6 +181,8 @@ class _MobileNetV2Trunk(nn.Module):
                     self._record_tap(nominal.bit_length() - 2, f"blocks.{b}", out_chs, current_stride, (b, False))
                 if nominal == 32 and 6 not in self.taps:  # the first stride-32 block's expansion, at its input's resolution
                     self._record_tap(6, f"blocks.{b}.expansion", block.mid_chs, in_reduction, (b, True))
+                if nominal == 16 and 7 not in self.taps and t != 1:  # the same for the first stride-16 block
+                    self._record_tap(7, f"blocks.{b}.expansion", block.mid_chs, in_reduction, (b, True))
                 in_chs, in_reduction = out_chs, current_stride
         self.blocks = nn.Sequential(*blocks)
         self._record_tap(5, "head", self.head_chs, current_stride, (len(blocks), False))
@@ -308,7 +312,7 @@ class MobileNetV2Backbone(_MobileNetV2Trunk):
         self._taps = [self.taps[i]["position"] for i in indices]
         self.out_channels = self.feature_info.channels(len(indices) - 1)
         self.return_dict = return_dict
-        n_blocks = max(b + (0 if e else 1) for b, e in self._taps)
+        n_blocks = max(b + 1 for b, _ in self._taps)  # an expansion tap needs its block too
         if n_blocks < len(self.blocks) and 5 not in indices:
             self.blocks = self.blocks[:n_blocks]
         self._init_weights()

@@ -33,7 +33,8 @@ from .detection_postprocess import (
 from .export_formats import FORMATS
 from .mobilenetv2 import ConvBNAct, MobileNetV2Backbone
 
-TAP_INDEX = {"stride8": 2, "expansion": 6, "head": 5}  # MobileNetV2Backbone's tap aliases (stride8: blocks.5)
+# MobileNetV2Backbone's taps by name: stride8 is blocks.5's output, expansion8 blocks.6's expansion (both at stride 8)
+TAP_INDEX = {"stride8": 2, "expansion8": 7, "expansion": 6, "head": 5}
 
 __all__ = ["SSDLite", "SSDLiteHead", "build_ssdlite"]
 
@@ -279,6 +280,7 @@ def ssdlite_parts(
     bn_momentum: float = 0.03,
     extra_taps: Sequence[int | str] = (),
     stride8_level: bool = False,
+    stride8_tap: str = "stride8",
 ) -> dict:
     """The built parts of an SSDLite-MobileNetV2, as keyword arguments of ``SSDLite`` (or of a network
     that extends it, like the multi-task one; ``extra_taps``: backbone taps for its other heads).
@@ -288,12 +290,16 @@ def ssdlite_parts(
     ``anchor_scales`` (levels + 1 values); ``reduce_lowest_level`` gives the first level 3 boxes
     (``lowest_scale`` square + one ratio pair), as the paper's TF configuration does (6 elsewhere). ``eval_postprocess`` / ``deploy_postprocess`` override fields
     of ``EVAL_POSTPROCESS`` / ``DEPLOY_POSTPROCESS``. ``stride8_level``: one more prediction level,
-    first, on the stride-8 tap (``blocks.5``), for small objects (give it small anchors: ``min_ratio``).
+    first, on a stride-8 tap, for small objects (give it small anchors: ``min_ratio``): ``stride8_tap``
+    ``"stride8"`` is ``blocks.5``'s output (32 channels at width 1.0), ``"expansion8"`` the expansion
+    layer of ``blocks.6`` (192 channels), as the paper's first level reads block 13's expansion.
     """
     if num_classes < 2:
         raise ValueError(f"num_classes counts the background and must be >= 2, got {num_classes}")
     norm_layer = partial(nn.BatchNorm2d, eps=bn_eps, momentum=bn_momentum)
-    taps = (("stride8",) if stride8_level else ()) + SSDLITE_TAPS
+    if stride8_tap not in ("stride8", "expansion8"):
+        raise ValueError(f"stride8_tap must be 'stride8' (blocks.5's output) or 'expansion8' (blocks.6's expansion), got {stride8_tap!r}")
+    taps = ((stride8_tap,) if stride8_level else ()) + SSDLITE_TAPS
     backbone = MobileNetV2Backbone(width_mult, out_indices=tuple(dict.fromkeys((*extra_taps, *(TAP_INDEX[t] for t in taps)))),
                                    norm_layer=norm_layer)
     # the detector's levels among the backbone's outputs (which come in network order)
