@@ -93,6 +93,38 @@ def test_quantnet_trains_switches_modes_and_saves_graph_state(tiny_classifier):
         torch.testing.assert_close(fresh(images), qn(images))
 
 
+def test_calibrated_activation_ranges_match_ptq_and_stay_fixed(tiny_classifier):
+    """act_ranges=calibrated: every activation fake-quant starts at PTQ's histogram range and keeps it through
+    training steps (and QuantNet.train), while the weight fake-quants keep observing."""
+    from mnv2_tasks.quant.pt2e import calibrate_activation_ranges
+
+    net, images = tiny_classifier
+    ptq = prepare(net, images[:2], qat=False, scheme="s8sym")
+    calibrate(ptq, [images])
+    qat = prepare(net, images[:2], qat=True, scheme="s8sym")
+    n = calibrate_activation_ranges(qat, [images])
+    per_tensor = (torch.per_tensor_affine, torch.per_tensor_symmetric)
+    act = [m for m in dict.fromkeys(qat.modules()) if hasattr(m, "fake_quant_enabled") and m.qscheme in per_tensor]
+    weights = [m for m in dict.fromkeys(qat.modules()) if hasattr(m, "fake_quant_enabled") and m.qscheme not in per_tensor]
+    assert n == len(act) > 0 and weights
+    # PTQ's histogram ranges (within 5%: the QAT graph calibrates with its weights fake-quantized)
+    ptq_obs = [m for m in dict.fromkeys(ptq.modules()) if type(m).__name__ == "HistogramObserver"]
+    assert len(ptq_obs) == n
+    assert sorted(float(m.scale) for m in act) == pytest.approx(sorted(float(o.calculate_qparams()[0]) for o in ptq_obs), rel=0.05)
+    assert all(int(m.zero_point) == 0 for m in act)  # s8sym
+    before = [m.scale.clone() for m in act]
+    w_before = [m.scale.clone() for m in weights]
+    qn = QuantNet(qat, net)
+    qn.train()
+    opt = torch.optim.SGD(qn.parameters(), lr=0.05)
+    for _ in range(2):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(qn(images * 3), torch.arange(8) % 4).backward()  # wider inputs
+        opt.step()
+    assert all(torch.equal(a, b) for a, b in zip(before, [m.scale for m in act]))
+    assert any(not torch.equal(a, b) for a, b in zip(w_before, [m.scale for m in weights]))
+
+
 QAT_TINY = ["task=classification", "model.net.width_mult=0.35", "data.batch_size=8", "data.num_workers=0",
             "data.image_size=48"]
 

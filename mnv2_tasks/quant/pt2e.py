@@ -33,7 +33,7 @@ from .quantizer import OrtQuantizer
 
 __all__ = [
     "QuantNet", "DeployForward", "capture", "prepare", "calibrate", "convert", "set_mode",
-    "freeze_bn_stats", "disable_observers", "MAX_BATCH", "uint8_activations",
+    "freeze_bn_stats", "disable_observers", "MAX_BATCH", "uint8_activations", "calibrate_activation_ranges", "fix_activation_ranges",
 ]
 
 MAX_BATCH = 1024
@@ -104,6 +104,70 @@ def calibrate(prepared: GraphModule, batches: Iterable[torch.Tensor]) -> int:
     return n
 
 
+@torch.no_grad()
+def calibrate_activation_ranges(prepared: GraphModule, batches: Iterable[torch.Tensor], bins: int = 2048) -> int:
+    """Start a QAT graph from PTQ's activation ranges, and keep them: every per-tensor (activation)
+    fake-quant gets the scale and zero point a ``HistogramObserver`` (PTQ's observer: it clips rare
+    outliers) computes from ``batches`` seen by the float network (fake quantization off, eval mode), and
+    its observer is switched off, so that training adapts the weights to these ranges (the calibrate,
+    then fine-tune with fixed ranges recipe of TensorRT's QAT toolkit). Weight fake-quants keep observing.
+    Returns the number of activation fake-quants set."""
+    from torchao.quantization.pt2e import HistogramObserver
+
+    fqs = _activation_fake_quants(prepared)
+    if not fqs:
+        return 0
+    observers, hooks = [], []
+    for fq in fqs:
+        obs = HistogramObserver(bins=bins, dtype=fq.dtype, qscheme=fq.qscheme, quant_min=fq.quant_min,
+                                quant_max=fq.quant_max, eps=float(fq.activation_post_process.eps))
+        observers.append(obs)
+        hooks.append(fq.register_forward_pre_hook(lambda _m, args, obs=obs: obs(args[0].detach().float())))
+        fq.disable_fake_quant()
+        fq.disable_observer()
+    was_training = bool(getattr(prepared, "training", True))
+    try:
+        calibrate(prepared, batches)
+    finally:
+        for h in hooks:
+            h.remove()
+        set_mode(prepared, was_training)
+    for fq, obs in zip(fqs, observers):
+        # the fused fake-quant op recomputes its scale from the observer's min/max at every call, so PTQ's
+        # (clipped) range goes there, as the min/max whose qparams are the histogram's
+        scale, zero_point = (float(v) for v in obs.calculate_qparams())
+        if fq.qscheme == torch.per_tensor_symmetric:
+            hi = scale * (fq.quant_max - fq.quant_min) / 2
+            lo = -hi
+        else:
+            lo, hi = (fq.quant_min - zero_point) * scale, (fq.quant_max - zero_point) * scale
+        ob = fq.activation_post_process
+        probe = torch.zeros(1, device=fq.scale.device)
+        for _ in range(2):  # the fused op's qparams formula differs slightly from the observer's: correct once
+            ob.min_val.resize_(()).fill_(lo)
+            ob.max_val.resize_(()).fill_(hi)
+            fq.enable_fake_quant()
+            fq(probe)  # observer off: writes the op's scale / zero point for this min/max
+            lo, hi = lo * scale / float(fq.scale), hi * scale / float(fq.scale)
+    return fix_activation_ranges(prepared)
+
+
+def _activation_fake_quants(prepared: GraphModule) -> list[nn.Module]:
+    return [m for m in dict.fromkeys(prepared.modules()) if hasattr(m, "fake_quant_enabled")
+            and getattr(m, "qscheme", None) in (torch.per_tensor_affine, torch.per_tensor_symmetric)]
+
+
+def fix_activation_ranges(prepared: GraphModule) -> int:
+    """Switch off the observers of every activation fake-quant for good (``QuantNet.train`` leaves them
+    off): their scales and zero points stay as they are (calibrated, or restored from a checkpoint)."""
+    fqs = _activation_fake_quants(prepared)
+    for fq in fqs:
+        fq.disable_observer()
+        fq.mnv2_range_fixed = True
+    prepared.meta["mnv2_act_ranges_fixed"] = True
+    return len(fqs)
+
+
 def convert(prepared: GraphModule) -> GraphModule:
     """Observers off, eval mode, ``convert_pt2e``: a graph of Q/DQ ops around float ops, as ONNX wants.
 
@@ -164,6 +228,13 @@ def disable_observers(gm: GraphModule) -> None:
     gm.meta["mnv2_observers_frozen"] = True
 
 
+def _enable_observer_unless_fixed(m: nn.Module) -> None:
+    """``enable_observer``, except for activation fake-quants whose range ``calibrate_activation_ranges`` fixed."""
+    if getattr(m, "mnv2_range_fixed", False):
+        return
+    enable_observer(m)
+
+
 def _set_bn_training(gm: GraphModule, training: bool) -> None:
     changed = False
     for n in gm.graph.nodes:
@@ -196,7 +267,7 @@ class QuantNet(nn.Module):
         set_mode(self.graph, mode)
         # observers learn from training batches only (not from validation), and never once frozen
         if mode and not self.graph.meta.get("mnv2_observers_frozen"):
-            self.graph.apply(enable_observer)
+            self.graph.apply(_enable_observer_unless_fixed)
         elif not mode:
             self.graph.apply(disable_observer)
         self.training = mode

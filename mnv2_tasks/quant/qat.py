@@ -19,7 +19,10 @@ import torch
 
 from ..checkpoint import QUANT_KEY, load_float_weights, quant_info_of, read_checkpoint
 from .finish import QuantCallback, example_batch
-from .pt2e import QuantNet, disable_observers, freeze_bn_stats, prepare, set_mode
+from .pt2e import (
+    QuantNet, calibrate_activation_ranges, disable_observers, fix_activation_ranges, freeze_bn_stats, prepare, set_mode,
+)
+from .ptq import calibration_batches
 
 log = logging.getLogger(__name__)
 
@@ -33,13 +36,23 @@ class QATCallback(QuantCallback):
         resume_ckpt: the run's ``ckpt_path`` (a QAT checkpoint to resume); set by ``conf/quant/qat.yaml``.
         freeze_bn_epoch: from this epoch on, batch-norm running statistics stop updating (``None``: never).
         freeze_observer_epoch: from this epoch on, scales and zero points stay fixed (``None``: never).
+        act_ranges: ``"calibrated"``: activation ranges from a PTQ calibration (histogram observers) on
+            ``calibration_images`` training images before the first step, then fixed while the weights
+            adapt to them; ``"observed"``: torchao's moving-average min/max, updated by every training
+            batch until ``freeze_observer_epoch``. Weight ranges are observed in both.
+        calibration_images: training images for ``act_ranges="calibrated"``.
     """
 
     mode = "qat"
 
     def __init__(self, from_ckpt: str | None = None, resume_ckpt: str | None = None, freeze_bn_epoch: int | None = 3,
-                 freeze_observer_epoch: int | None = 4, **kwargs) -> None:
+                 freeze_observer_epoch: int | None = 4, act_ranges: str = "observed", calibration_images: int = 64,
+                 **kwargs) -> None:
         super().__init__(from_ckpt, **kwargs)
+        if act_ranges not in ("calibrated", "observed"):
+            raise ValueError(f"quant.act_ranges must be 'calibrated' or 'observed', got {act_ranges!r}")
+        self.act_ranges = act_ranges
+        self.calibration_images = int(calibration_images)
         self.resume_ckpt = resume_ckpt
         self.freeze_bn_epoch = freeze_bn_epoch
         self.freeze_observer_epoch = freeze_observer_epoch
@@ -60,6 +73,9 @@ class QATCallback(QuantCallback):
                 )
             if info.get("mode") != "qat":
                 raise ValueError(f"{self.resume_ckpt}: a {info.get('mode')} checkpoint, not a QAT one; it cannot be resumed with quant=qat")
+            if info.get("act_ranges", "observed") != self.act_ranges:
+                raise ValueError(f"{self.resume_ckpt}: trained with quant.act_ranges={info.get('act_ranges', 'observed')}, "
+                                 f"this run has {self.act_ranges}; resume with quant.act_ranges={info.get('act_ranges', 'observed')}")
             if info.get("scheme", "u8") != self.scheme:
                 raise ValueError(f"{self.resume_ckpt}: quantized in scheme {info.get('scheme', 'u8')!r}, but this run's targets "
                                  f"{self.targets} give {self.scheme!r}; resume with quant.scheme={info.get('scheme', 'u8')}")
@@ -70,6 +86,13 @@ class QATCallback(QuantCallback):
         self._float_net = net.eval()
         example = example_batch(trainer)
         prepared = prepare(net, example, qat=True, scheme=self.scheme)
+        if self.act_ranges == "calibrated":
+            if self.resume_ckpt:  # the checkpoint brings the calibrated ranges back
+                fix_activation_ranges(prepared)
+            else:
+                batches = calibration_batches(trainer.datamodule.train_dataloader(), self.calibration_images)
+                n = calibrate_activation_ranges(prepared, batches)
+                log.info("QAT: %d activation ranges calibrated on %d images and fixed", n, sum(b.shape[0] for b in batches))
         pl_module.net = QuantNet(prepared, net)
         self._image_size = list(example.shape[-2:])
         log.info("QAT: %s prepared (%d fake-quant modules)", type(net).__name__,
@@ -90,7 +113,7 @@ class QATCallback(QuantCallback):
     # ---- checkpoints ---------------------------------------------------------------------------
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
         info = {"mode": "qat", "image_size": self._image_size, "torch": str(torch.__version__), "scheme": self.scheme,
-                "targets": list(self.targets)}
+                "targets": list(self.targets), "act_ranges": self.act_ranges}
         checkpoint[QUANT_KEY] = info
         checkpoint.setdefault("mnv2_tasks", {})["quant"] = info
 
