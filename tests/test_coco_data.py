@@ -105,6 +105,32 @@ def test_min_iou_crop_drops_boxes_whose_centre_leaves():
             assert w >= 5 - 1e-3 and h >= 5 - 1e-3, (b, lab)
 
 
+def test_min_iou_crop_meets_its_iou_and_aspect():
+    """Every crop MinIoURandomCrop picks (all trials drawn at once) overlaps a box by at least the drawn
+    minimum IoU, keeps a box centre inside and has an allowed aspect; otherwise the image is kept whole."""
+    import albumentations as A
+
+    crop = MinIoURandomCrop(min_ious=[0.5], scale=(0.3, 1.0), aspect=(0.5, 2.0))
+    crop.set_random_seed(0)
+    boxes = np.array([[10, 10, 40, 50], [60, 20, 110, 90]], dtype=np.float64)
+    data = {"bboxes": np.concatenate([boxes / [120, 100, 120, 100], np.zeros((2, 1))], 1)}
+    cropped = 0
+    for _ in range(200):
+        x0, y0, x1, y1 = crop.get_params_dependent_on_data({"shape": (100, 120)}, data)["crop_coords"]
+        if (x0, y0, x1, y1) == (0, 0, 120, 100):
+            continue
+        cropped += 1
+        c = np.array([x0, y0, x1, y1], dtype=np.float64)
+        lt, rb = np.maximum(c[:2], boxes[:, :2]), np.minimum(c[2:], boxes[:, 2:])
+        inter = np.clip(rb - lt, 0, None).prod(1)
+        iou = inter / ((c[2:] - c[:2]).prod() + (boxes[:, 2:] - boxes[:, :2]).prod(1) - inter)
+        assert iou.max() >= 0.5
+        centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+        assert ((centres > c[:2]) & (centres < c[2:])).all(1).any()
+        assert 0.5 - 0.05 <= (x1 - x0) / (y1 - y0) <= 2.0 + 0.05  # aspect drawn before rounding to pixels
+    assert cropped > 50
+
+
 # ---- bad input -------------------------------------------------------------------------------
 
 def _tiny_set(tmp_path: Path, n: int = 2) -> tuple[Path, Path, dict]:

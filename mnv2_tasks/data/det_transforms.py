@@ -47,26 +47,25 @@ class MinIoURandomCrop(BaseCrop):
         min_iou = self.min_ious[self.py_random.randrange(len(self.min_ious))]
         if min_iou is None:
             return full
-        for _ in range(self.max_trials):
-            cw = self.py_random.uniform(*self.scale) * w
-            ch = self.py_random.uniform(*self.scale) * h
-            if not self.aspect[0] <= cw / ch <= self.aspect[1]:
-                continue
-            cw, ch = max(1, int(round(cw))), max(1, int(round(ch)))
-            x0 = int(self.py_random.uniform(0, w - cw + 1))
-            y0 = int(self.py_random.uniform(0, h - ch + 1))
-            coords = (x0, y0, min(w, x0 + cw), min(h, y0 + ch))
-            crop = np.array(coords, dtype=np.float64)
-            if len(boxes) == 0:
-                return {"crop_coords": coords}
-            centres = (boxes[:, :2] + boxes[:, 2:]) / 2
-            inside = (centres[:, 0] > coords[0]) & (centres[:, 0] < coords[2]) & (centres[:, 1] > coords[1]) & (centres[:, 1] < coords[3])
-            if not inside.any():
-                continue
-            if _iou(crop, boxes).max() < min_iou:
-                continue
-            return {"crop_coords": coords}
-        return full
+        # all trials drawn at once, the first acceptable one taken: SSD's loop, without a Python iteration per trial
+        rng, n = self.random_generator, self.max_trials
+        cw = rng.uniform(*self.scale, n) * w
+        ch = rng.uniform(*self.scale, n) * h
+        ok = (cw / ch >= self.aspect[0]) & (cw / ch <= self.aspect[1])
+        cw = np.maximum(1, np.round(cw)).astype(np.int64)
+        ch = np.maximum(1, np.round(ch)).astype(np.int64)
+        x0 = (rng.uniform(0, 1, n) * (w - cw + 1)).astype(np.int64)
+        y0 = (rng.uniform(0, 1, n) * (h - ch + 1)).astype(np.int64)
+        crops = np.stack([x0, y0, np.minimum(w, x0 + cw), np.minimum(h, y0 + ch)], 1)  # (T, 4)
+        if len(boxes):
+            centres = (boxes[:, :2] + boxes[:, 2:]) / 2  # (M, 2)
+            inside = ((centres[None, :, 0] > crops[:, None, 0]) & (centres[None, :, 0] < crops[:, None, 2])
+                      & (centres[None, :, 1] > crops[:, None, 1]) & (centres[None, :, 1] < crops[:, None, 3]))
+            ok &= inside.any(1) & (_iou(crops.astype(np.float64), boxes).max(1) >= min_iou)
+        hits = np.flatnonzero(ok)
+        if not len(hits):
+            return full
+        return {"crop_coords": tuple(int(v) for v in crops[hits[0]])}
 
     def apply_to_bboxes(self, bboxes: np.ndarray, crop_coords: tuple[int, int, int, int], **params: Any) -> np.ndarray:
         if len(bboxes):
@@ -78,13 +77,14 @@ class MinIoURandomCrop(BaseCrop):
         return super().apply_to_bboxes(bboxes, crop_coords, **params)
 
 
-def _iou(crop: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    lt = np.maximum(crop[:2], boxes[:, :2])
-    rb = np.minimum(crop[2:], boxes[:, 2:])
-    inter = np.clip(rb - lt, 0, None).prod(1)
-    area_c = (crop[2:] - crop[:2]).prod()
-    area_b = (boxes[:, 2:] - boxes[:, :2]).prod(1)
-    return inter / np.maximum(area_c + area_b - inter, 1e-9)
+def _iou(crops: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """(T, M) IoU of every crop (T, 4) with every box (M, 4), xyxy."""
+    lt = np.maximum(crops[:, None, :2], boxes[None, :, :2])
+    rb = np.minimum(crops[:, None, 2:], boxes[None, :, 2:])
+    inter = np.clip(rb - lt, 0, None).prod(-1)
+    area_c = (crops[:, 2:] - crops[:, :2]).prod(-1)
+    area_b = (boxes[:, 2:] - boxes[:, :2]).prod(-1)
+    return inter / np.maximum(area_c[:, None] + area_b[None, :] - inter, 1e-9)
 
 
 def ZoomOut(max_ratio: float = 4.0, p: float = 0.5, fill: Sequence[float] | None = None) -> A.BasicTransform:
