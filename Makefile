@@ -27,7 +27,7 @@ test: $(STAMP)
 
 # the slow tests only (CI runs them after `make test`)
 test-slow: $(STAMP)
-	$(PY) -m pytest -q -m slow $(ARGS)
+	$(PY) -m pytest -q -m slow --durations=15 $(ARGS)
 
 test-all: $(STAMP)
 	$(PY) -m pytest -q $(ARGS)
