@@ -10,8 +10,8 @@ postprocessing included (each model's evaluation defaults). ``--train`` runs ``t
 schedule; extra Hydra overrides apply to all (``--override key=value``); ``--variants`` picks a subset.
 The controlled comparison of issue 15 (which part explains torchvision's lead from scratch)::
 
-    python tools/benchmark.py --task detection --train --override trainer.max_epochs=60 \
-        --variants ours_scratch_paper torchvision_mnv2_scratch torchvision torchvision_mnv2 ours_paper
+    python tools/benchmark.py --task detection --train --override trainer.max_epochs=60 --override data.image_size=160 \
+        --variants ours_scratch_paper torchvision_mnv2_scratch torchvision ours_scratch_paper_scaled
 """
 
 from __future__ import annotations
@@ -69,14 +69,18 @@ def _compose(overrides: list[str], out_dir: Path):
     return cfg
 
 
-# the paper's six levels and torchvision's anchor range, instead of the default's stride-8 level
-_PAPER_LEVELS = ["model.net.stride8_level=false", "model.net.min_ratio=0.2", "model.net.max_ratio=0.95"]
+# the paper's six levels, its extra layers (not scaled with the width) and torchvision's anchor range,
+# instead of the default's stride-8 level and width-scaled extra layers
+_PAPER_LEVELS = ["model.net.stride8_level=false", "model.net.min_ratio=0.2", "model.net.max_ratio=0.95",
+                 "model.net.scale_extras=false"]
 # tag -> (row name, overrides after task=detection)
 VARIANTS: dict[str, tuple[str, list[str]]] = {
     "ours": ("ours: SSDLite-MobileNetV2 (embedded pretrained backbone, the default)", []),
     "ours_scratch": ("ours: SSDLite-MobileNetV2 from scratch (pretrain=none)", ["pretrain=none"]),
     "ours_paper": ("ours, the paper's 6 levels, embedded pretrained backbone", _PAPER_LEVELS),
     "ours_scratch_paper": ("ours, the paper's 6 levels, from scratch", ["pretrain=none", *_PAPER_LEVELS]),
+    "ours_scratch_paper_scaled": ("ours, the paper's 6 levels, extra layers scaled with the width, from scratch",
+                                  ["pretrain=none", *_PAPER_LEVELS, "model.net.scale_extras=true"]),
     "torchvision": ("torchvision ssdlite320_mobilenet_v3_large from scratch", ["model=ssdlite_tv_mnv3"]),
     "torchvision_mnv2_scratch": ("torchvision's SSDLite on our MobileNetV2 backbone, from scratch",
                                  ["model=ssdlite_tv_mnv2", "pretrain=none"]),

@@ -281,6 +281,7 @@ def ssdlite_parts(
     extra_taps: Sequence[int | str] = (),
     stride8_level: bool = False,
     stride8_tap: str = "stride8",
+    scale_extras: bool = False,
 ) -> dict:
     """The built parts of an SSDLite-MobileNetV2, as keyword arguments of ``SSDLite`` (or of a network
     that extends it, like the multi-task one; ``extra_taps``: backbone taps for its other heads).
@@ -293,6 +294,8 @@ def ssdlite_parts(
     first, on a stride-8 tap, for small objects (give it small anchors: ``min_ratio``): ``stride8_tap``
     ``"stride8"`` is ``blocks.5``'s output (32 channels at width 1.0), ``"expansion8"`` the expansion
     layer of ``blocks.6`` (192 channels), as the paper's first level reads block 13's expansion.
+    ``scale_extras``: the extra layers' channels scale with ``width_mult`` (at least 16), as torchvision's
+    SSDLite scales them; the paper (width 1.0) does not say.
     """
     if num_classes < 2:
         raise ValueError(f"num_classes counts the background and must be >= 2, got {num_classes}")
@@ -305,6 +308,8 @@ def ssdlite_parts(
     # the detector's levels among the backbone's outputs (which come in network order)
     levels = [backbone.out_indices.index(TAP_INDEX[t]) for t in taps]
     tap_channels = [backbone.feature_info.channels(i) for i in levels]
+    if scale_extras:
+        extra_channels = [max(16, int(int(c) * width_mult)) for c in extra_channels]
     extras, in_chs = nn.ModuleList(), tap_channels[-1]
     for out_chs in extra_channels:
         extras.append(_extra_block(in_chs, int(out_chs), norm_layer))
