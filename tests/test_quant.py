@@ -125,6 +125,36 @@ def test_calibrated_activation_ranges_match_ptq_and_stay_fixed(tiny_classifier):
     assert any(not torch.equal(a, b) for a, b in zip(w_before, [m.scale for m in weights]))
 
 
+def test_qat_graph_is_the_float_network_whatever_the_batchnorm_eps(shapes_root):
+    """torchao's QAT conv-bn pattern assumes BatchNorm eps 1e-5; the SSDLite uses 1e-3 (as torchvision's). With fake
+    quantization off, the prepared QAT graph in eval mode must compute exactly what the float network does."""
+    from mnv2_tasks.models import build_ssdlite
+    from mnv2_tasks.quant.pt2e import set_mode
+
+    torch.manual_seed(0)
+    images = real_images(shapes_root, 4, 64, sub="coco/val")
+    net = build_ssdlite(5, width_mult=0.35, size=64)
+    assert {m.eps for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)} == {1e-3}
+    net.train()
+    with torch.no_grad():  # running statistics of real images, some channels with a small variance
+        for _ in range(4):
+            net.deploy_forward(images)
+    net.eval()
+    with torch.no_grad():
+        ref = net.deploy_forward(images)
+    qat = prepare(net, images[:2], qat=True, scheme="s8sym")
+    for m in qat.modules():
+        if hasattr(m, "fake_quant_enabled"):
+            m.disable_fake_quant()
+            m.disable_observer()
+    set_mode(qat, False)
+    with torch.no_grad():
+        got = qat(images)
+    for k in ref:
+        torch.testing.assert_close(got[k], ref[k], atol=1e-4, rtol=1e-4)
+    assert {m.eps for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)} == {1e-3}  # the float net is untouched
+
+
 QAT_TINY = ["task=classification", "model.net.width_mult=0.35", "data.batch_size=8", "data.num_workers=0",
             "data.image_size=48"]
 
