@@ -82,12 +82,12 @@ def prepare(net: nn.Module, example: torch.Tensor, qat: bool, scheme: str = "u8"
     QAT graphs are left in train mode, PTQ graphs in eval mode."""
     net.check_format(None)  # a network that declares no export format cannot be quantized either
     core = DeployForward(copy.deepcopy(net).to(memory_format=torch.contiguous_format))
-    if qat:
-        bn_eps_to_qat_default(core)
+    moved = bn_eps_to_qat_default(core) if qat else 0
     gm = capture(core, example.contiguous(), train=qat, dynamic_hw=net.capture_dynamic_hw)
     quantizer = OrtQuantizer(is_qat=qat, scheme=scheme)
     prepared = prepare_qat_pt2e(gm, quantizer) if qat else prepare_pt2e(gm, quantizer)
     prepared.meta["mnv2_training"] = qat
+    prepared.meta["mnv2_bn_eps_moved"] = moved
     prepared.meta["mnv2_scheme"] = scheme
     if qat:
         move_exported_model_to_train(prepared)
