@@ -33,8 +33,8 @@ from .quantizer import OrtQuantizer
 
 __all__ = [
     "QuantNet", "DeployForward", "capture", "prepare", "calibrate", "convert", "set_mode",
-    "freeze_bn_stats", "disable_observers", "MAX_BATCH", "uint8_activations", "calibrate_activation_ranges", "fix_activation_ranges",
-    "bn_eps_to_qat_default",
+    "freeze_bn_stats", "disable_observers", "MAX_BATCH", "uint8_activations", "calibrate_activation_ranges",
+    "fix_activation_ranges", "bn_eps_to_qat_default",
 ]
 
 MAX_BATCH = 1024
@@ -187,7 +187,6 @@ def fix_activation_ranges(prepared: GraphModule) -> int:
     for fq in fqs:
         fq.disable_observer()
         fq.mnv2_range_fixed = True
-    prepared.meta["mnv2_act_ranges_fixed"] = True
     return len(fqs)
 
 
