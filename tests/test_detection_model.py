@@ -160,6 +160,9 @@ def test_hard_negative_mining_keeps_three_per_positive():
     # an image with no positive still gives neg_pos_ratio negatives
     neg = hard_negatives(loss, torch.zeros_like(positive), torch.ones_like(valid), 3.0)
     assert neg[0].nonzero().flatten().tolist() == [0, 2, 8]
+    # ... unless told otherwise (torchvision's SSD keeps none)
+    assert not hard_negatives(loss, torch.zeros_like(positive), torch.ones_like(valid), 3.0, empty_image_negatives=0).any()
+    assert hard_negatives(loss, positive, valid, 3.0, empty_image_negatives=0)[0].nonzero().flatten().tolist() == [2, 3, 4]
 
 
 def test_loss_targets_perfect_prediction_has_zero_box_loss():

@@ -81,6 +81,10 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "ours_scratch_paper": ("ours, the paper's 6 levels, from scratch", ["pretrain=none", *_PAPER_LEVELS]),
     "ours_scratch_paper_scaled": ("ours, the paper's 6 levels, extra layers scaled with the width, from scratch",
                                   ["pretrain=none", *_PAPER_LEVELS, "model.net.scale_extras=true"]),
+    "ours_scratch_paper_scaled_tvloss": ("the same, with torchvision's loss (crowd regions negative, no negatives in an "
+                                         "image without objects): torchvision's recipe on our backbone, in our code",
+                                         ["pretrain=none", *_PAPER_LEVELS, "model.net.scale_extras=true",
+                                          "model.net.empty_image_negatives=0", "model.net.ignore_crowd=false"]),
     "torchvision": ("torchvision ssdlite320_mobilenet_v3_large from scratch", ["model=ssdlite_tv_mnv3"]),
     "torchvision_mnv2_scratch": ("torchvision's SSDLite on our MobileNetV2 backbone, from scratch",
                                  ["model=ssdlite_tv_mnv2", "pretrain=none"]),

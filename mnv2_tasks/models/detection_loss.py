@@ -53,12 +53,16 @@ def match_anchors(
     return matched
 
 
-def hard_negatives(loss: torch.Tensor, positive: torch.Tensor, valid: torch.Tensor, neg_pos_ratio: float = 3.0) -> torch.Tensor:
-    """(N, A) mask of the negatives kept by hard negative mining: per image, the
-    ``neg_pos_ratio * max(1, positives)`` non-positive, valid anchors with the largest ``loss`` (N, A)."""
+def hard_negatives(loss: torch.Tensor, positive: torch.Tensor, valid: torch.Tensor, neg_pos_ratio: float = 3.0,
+                   empty_image_negatives: float | None = None) -> torch.Tensor:
+    """(N, A) mask of the negatives kept by hard negative mining: per image, the ``neg_pos_ratio * positives``
+    non-positive, valid anchors with the largest ``loss`` (N, A); an image without positives keeps
+    ``empty_image_negatives`` (default ``neg_pos_ratio``; torchvision's SSD: 0)."""
     neg_loss = loss.clone()
     neg_loss[positive | ~valid] = -float("inf")
-    num_neg = (neg_pos_ratio * positive.sum(1, keepdim=True).clamp(min=1)).long()  # (N, 1)
+    num_pos = positive.sum(1, keepdim=True)  # (N, 1)
+    empty = neg_pos_ratio if empty_image_negatives is None else empty_image_negatives
+    num_neg = torch.where(num_pos > 0, neg_pos_ratio * num_pos, float(empty)).long()  # (N, 1)
     rank = neg_loss.argsort(dim=1, descending=True).argsort(dim=1)  # rank of every anchor's loss in its image
     return (rank < num_neg) & torch.isfinite(neg_loss)
 
@@ -77,6 +81,11 @@ class DetectionLoss:
         box_loss: ``"smooth_l1"`` on the offsets or ``"giou"`` on the decoded boxes.
         cls_loss: ``"ce"`` (softmax with background, hard negative mining) or ``"focal"``
             (sigmoid per class, every non-ignored anchor, no mining).
+        empty_image_negatives: hard negatives kept in an image without positives (default
+            ``neg_pos_ratio``; torchvision's SSD keeps none).
+        ignore_crowd: anchors mostly inside a target's ``ignore_boxes`` (crowd regions) are neither
+            positives nor negatives; ``False`` makes them negatives, as torchvision's SSD (which has no
+            ignore regions) does.
     """
 
     def __init__(
@@ -90,6 +99,8 @@ class DetectionLoss:
         bbox_weight: float = 1.0,
         focal_alpha: float = 0.25,
         focal_gamma: float = 2.0,
+        empty_image_negatives: float | None = None,
+        ignore_crowd: bool = True,
     ) -> None:
         if box_loss not in ("smooth_l1", "giou"):
             raise ValueError(f"box_loss must be 'smooth_l1' or 'giou', got {box_loss!r}")
@@ -101,11 +112,12 @@ class DetectionLoss:
         self.box_loss, self.cls_loss = box_loss, cls_loss
         self.smooth_l1_beta, self.bbox_weight = smooth_l1_beta, bbox_weight
         self.focal_alpha, self.focal_gamma = focal_alpha, focal_gamma
+        self.empty_image_negatives, self.ignore_crowd = empty_image_negatives, ignore_crowd
 
     def match(self, anchors: torch.Tensor, targets: list[dict]) -> torch.Tensor:
         """(N, A) matched ground-truth index per anchor (``BACKGROUND`` / ``IGNORE`` otherwise)."""
         return torch.stack([
-            match_anchors(t["boxes"].to(anchors), anchors, self.iou_threshold, t.get("ignore_boxes", None))
+            match_anchors(t["boxes"].to(anchors), anchors, self.iou_threshold, t.get("ignore_boxes") if self.ignore_crowd else None)
             for t in targets
         ])
 
@@ -151,6 +163,6 @@ class DetectionLoss:
             cls = focal[valid].sum()
         else:
             ce = F.cross_entropy(cls_logits.reshape(-1, c), cls_target.reshape(-1), reduction="none").view(n, a)
-            negative = hard_negatives(ce.detach(), positive, valid, self.neg_pos_ratio)
+            negative = hard_negatives(ce.detach(), positive, valid, self.neg_pos_ratio, self.empty_image_negatives)
             cls = ce[positive].sum() + ce[negative].sum()
         return {"bbox_regression": self.bbox_weight * box / denom, "classification": cls / denom}

@@ -272,6 +272,8 @@ def ssdlite_parts(
     box_loss: str = "smooth_l1",
     cls_loss: str = "ce",
     bbox_weight: float = 1.0,
+    empty_image_negatives: float | None = None,
+    ignore_crowd: bool = True,
     box_coder_weights: Sequence[float] = (10.0, 10.0, 5.0, 5.0),
     eval_postprocess: dict | None = None,
     deploy_postprocess: dict | None = None,
@@ -321,7 +323,8 @@ def ssdlite_parts(
     head = SSDLiteHead(in_channels, anchor_generator.num_anchors_per_location(), num_classes, norm_layer,
                        cls_bias_prior=0.01 if cls_loss == "focal" else None)
     box_coder = BoxCoder(box_coder_weights)
-    loss = DetectionLoss(box_coder, iou_threshold, neg_pos_ratio, box_loss, cls_loss, bbox_weight=bbox_weight)
+    loss = DetectionLoss(box_coder, iou_threshold, neg_pos_ratio, box_loss, cls_loss, bbox_weight=bbox_weight,
+                         empty_image_negatives=empty_image_negatives, ignore_crowd=ignore_crowd)
     presets = {
         "eval": replace(EVAL_POSTPROCESS, **(eval_postprocess or {})),
         "deploy": replace(DEPLOY_POSTPROCESS, **(deploy_postprocess or {})),
