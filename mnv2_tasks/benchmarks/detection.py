@@ -12,6 +12,9 @@ The controlled comparison of issue 15 (which part explains torchvision's lead fr
 
     python tools/benchmark.py --task detection --train --override trainer.max_epochs=60 --override data.image_size=160 \
         --variants ours_scratch_paper torchvision_mnv2_scratch torchvision ours_scratch_paper_scaled
+
+From scratch on this small data a single run is noisy (about +-0.05 mAP between seeds), so compare means:
+``--seeds 42 7 1`` trains every variant at each seed and reports the mean and every seed's mAP.
 """
 
 from __future__ import annotations
@@ -93,29 +96,56 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
 }
 
 
+_METRICS = ("mAP", "mAP50", "mAP75", "mAP_small", "AR100")
+
+
+def _mean(values: list[float]) -> float:
+    values = [v for v in values if v is not None]
+    return sum(values) / len(values) if values else float("nan")
+
+
+def side_by_side_table(rows: list[dict]) -> str:
+    """Markdown of ``train_side_by_side``'s runs (one dict per run: ``tag``, ``model``, ``width``, ``input``,
+    ``epochs``, ``seed``, ``wall_s`` and the metrics): one row per variant, each metric averaged over its
+    seeds, with every seed's mAP listed where there are several."""
+    by_tag: dict[str, list[dict]] = {}
+    for r in rows:
+        by_tag.setdefault(r["tag"], []).append(r)
+    several = any(len(runs) > 1 for runs in by_tag.values())
+    head = "| model (embedded shapes val) | width | input | epochs | mAP | " + ("mAP per seed | " if several else "")
+    head += "mAP50 | mAP75 | mAP_small | AR100 | train+eval wall |"
+    lines = [head, "|---|" + "---:|" * (head.count("|") - 2)]
+    for runs in by_tag.values():
+        r0, m = runs[0], {k: _mean([r.get(k) for r in runs]) for k in (*_METRICS, "wall_s")}
+        per_seed = " / ".join(f"{r['mAP']:.3f} ({r['seed']})" for r in runs) + " | " if several else ""
+        lines.append(f"| {r0['model']} | {r0['width']} | {r0['input']} | {r0['epochs']} | {m['mAP']:.3f} | {per_seed}"
+                     f"{m['mAP50']:.3f} | {m['mAP75']:.3f} | {m['mAP_small']:.3f} | {m['AR100']:.3f} | {m['wall_s'] / 60:.1f} min |")
+    if several:
+        lines += ["", "mAP50 to wall: means over the seeds; mAP per seed: value (seed)."]
+    return "\n".join(lines)
+
+
 def train_side_by_side(args) -> str:
+    """Train every variant once per seed, interleaved (all variants at one seed, then the next seed), so
+    that a change of machine load hits them alike; ``side_by_side.json`` keeps every run."""
     from ..train import train
 
     out_root = Path(args.out_dir)
     rows = []
-    for tag in args.variants:
-        name, model_override = VARIANTS[tag]
-        cfg = _compose(["task=detection", *model_override, *args.override], out_root / tag)
-        t0 = time.time()
-        metrics = train(cfg)
-        wall = time.time() - t0
-        rows.append((name, cfg.model.net.get("width_mult", "-"), cfg.data.image_size, cfg.trainer.max_epochs, metrics, wall, out_root / tag))
-    lines = ["| model (embedded shapes val) | width | input | epochs | mAP | mAP50 | mAP75 | mAP_small | AR100 | train+eval wall |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for name, width, size, epochs, m, wall, _ in rows:
-        lines.append(f"| {name} | {width} | {size} | {epochs} | {m['mAP']:.3f} | {m['mAP50']:.3f} | {m['mAP75']:.3f} "
-                     f"| {m.get('mAP_small', float('nan')):.3f} | {m.get('AR100', float('nan')):.3f} | {wall / 60:.1f} min |")
-    lines.append("")
-    lines.append("run dirs: " + ", ".join(str(r[-1]) for r in rows))
-    (out_root / "side_by_side.json").write_text(json.dumps(
-        [{"model": r[0], **{k: r[4].get(k) for k in ("mAP", "mAP50", "mAP75", "mAP_small", "AR100")}, "wall_s": r[5]} for r in rows],
-        indent=2))
-    return "\n".join(lines)
+    seeds = args.seeds or [None]
+    for seed in seeds:
+        for tag in args.variants:
+            name, model_override = VARIANTS[tag]
+            run_dir = out_root / (tag if seed is None else f"{tag}_s{seed}")
+            seed_override = [] if seed is None else [f"seed={seed}"]
+            cfg = _compose(["task=detection", *model_override, *args.override, *seed_override], run_dir)
+            t0 = time.time()
+            metrics = train(cfg)
+            rows.append({"tag": tag, "model": name, "width": cfg.model.net.get("width_mult", "-"), "input": cfg.data.image_size,
+                         "epochs": cfg.trainer.max_epochs, "seed": cfg.get("seed"), "run_dir": str(run_dir),
+                         "wall_s": time.time() - t0, **{k: metrics.get(k) for k in _METRICS}})
+            (out_root / "side_by_side.json").write_text(json.dumps(rows, indent=2))  # after every run: nothing lost
+    return side_by_side_table(rows) + "\n\nrun dirs: " + ", ".join(r["run_dir"] for r in rows)
 
 
 def add_options(p: argparse.ArgumentParser) -> None:
@@ -126,6 +156,8 @@ def add_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--out-dir", default="outputs/bench_detection", help="where --train's runs go")
     g.add_argument("--variants", nargs="+", default=["ours", "ours_scratch", "torchvision"],
                    choices=list(VARIANTS), help="which models --train trains, in this order")
+    g.add_argument("--seeds", nargs="+", type=int, default=None,
+                   help="train every variant once per seed (interleaved) and report the means; default: the config's seed")
 
 
 def run(args) -> str:
