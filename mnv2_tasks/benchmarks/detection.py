@@ -76,18 +76,23 @@ def _compose(overrides: list[str], out_dir: Path):
 # instead of the default's stride-8 level and width-scaled extra layers
 _PAPER_LEVELS = ["model.net.stride8_level=false", "model.net.min_ratio=0.2", "model.net.max_ratio=0.95",
                  "model.net.scale_extras=false"]
+# the loss before session 6: anchors in crowd regions ignored, 3 hard negatives in an image without objects
+# (the default now does as torchvision's SSD: crowd regions are negatives, empty images give none)
+_IGNORE_CROWD_LOSS = ["model.net.ignore_crowd=true", "model.net.empty_image_negatives=null"]
 # tag -> (row name, overrides after task=detection)
 VARIANTS: dict[str, tuple[str, list[str]]] = {
     "ours": ("ours: SSDLite-MobileNetV2 (embedded pretrained backbone, the default)", []),
     "ours_scratch": ("ours: SSDLite-MobileNetV2 from scratch (pretrain=none)", ["pretrain=none"]),
+    "ours_scratch_ignore_crowd": ("ours from scratch, the loss before session 6 (crowd regions ignored, negatives in "
+                                  "images without objects)", ["pretrain=none", *_IGNORE_CROWD_LOSS]),
     "ours_paper": ("ours, the paper's 6 levels, embedded pretrained backbone", _PAPER_LEVELS),
-    "ours_scratch_paper": ("ours, the paper's 6 levels, from scratch", ["pretrain=none", *_PAPER_LEVELS]),
-    "ours_scratch_paper_scaled": ("ours, the paper's 6 levels, extra layers scaled with the width, from scratch",
-                                  ["pretrain=none", *_PAPER_LEVELS, "model.net.scale_extras=true"]),
-    "ours_scratch_paper_scaled_tvloss": ("the same, with torchvision's loss (crowd regions negative, no negatives in an "
-                                         "image without objects): torchvision's recipe on our backbone, in our code",
-                                         ["pretrain=none", *_PAPER_LEVELS, "model.net.scale_extras=true",
-                                          "model.net.empty_image_negatives=0", "model.net.ignore_crowd=false"]),
+    "ours_scratch_paper": ("ours, the paper's 6 levels, from scratch, the loss before session 6 (session 2's detector)",
+                           ["pretrain=none", *_PAPER_LEVELS, *_IGNORE_CROWD_LOSS]),
+    "ours_scratch_paper_scaled": ("ours, the paper's 6 levels, extra layers scaled with the width, from scratch, "
+                                  "the loss before session 6",
+                                  ["pretrain=none", *_PAPER_LEVELS, "model.net.scale_extras=true", *_IGNORE_CROWD_LOSS]),
+    "ours_scratch_paper_scaled_tvloss": ("the same with the default loss: torchvision's recipe on our backbone, in our code",
+                                         ["pretrain=none", *_PAPER_LEVELS, "model.net.scale_extras=true"]),
     "torchvision": ("torchvision ssdlite320_mobilenet_v3_large from scratch", ["model=ssdlite_tv_mnv3"]),
     "torchvision_mnv2_scratch": ("torchvision's SSDLite on our MobileNetV2 backbone, from scratch",
                                  ["model=ssdlite_tv_mnv2", "pretrain=none"]),
