@@ -8,10 +8,14 @@ shapes: SSDLite width 0.35 at 160 px, batch 16 (its loss on two boxes per image)
 width 0.35, output stride 8, 96-px crops, batch 8; MobileNetV2 width 0.35 at 64 px, batch 64.
 Median of ``--repeats`` steps after ``--warmup``, both formats alternating over ``--rounds``.
 This is what ``model.channels_last`` changes; it backs the figures in BENCHMARKS.md.
+
+``--grad-precision`` reports instead how far each format's fp32 gradients lie from float64 (NCHW) ones
+at the same weights and inputs: over all parameters, and for the worst weight tensor.
 """
 
 from __future__ import annotations
 
+import copy
 import statistics
 from pathlib import Path
 
@@ -61,9 +65,51 @@ def run(args) -> str:
     return "\n".join(lines)
 
 
+def _grads(net, x, loss_fn, dtype: torch.dtype, channels_last: bool) -> dict[str, torch.Tensor]:
+    """Every parameter's gradient (float64) of one loss evaluation in ``dtype`` and the given memory format."""
+    m = copy.deepcopy(net).to(dtype).train()
+    x = x.to(dtype)
+    if channels_last:
+        m, x = m.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+    # the loss functions build fp32 targets: run them at the network's precision under a matching default dtype
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        loss_fn(m, x).backward()
+    finally:
+        torch.set_default_dtype(previous)
+    return {n: p.grad.double() for n, p in m.named_parameters() if p.grad is not None}
+
+
+def grad_precision() -> str:
+    """Markdown: relative error of fp32 gradients in each memory format against float64 NCHW gradients."""
+    torch.manual_seed(0)
+    lines = ["| model, batch | fp32 NCHW: all parameters | fp32 channels-last: all parameters "
+             "| worst weight, channels-last (NCHW) |", "|---|---:|---:|---|"]
+
+    def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+        return ((a - b).norm() / b.norm().clamp(min=1e-30)).item()
+
+    for name, net, x, loss_fn in _cases():
+        ref = _grads(net, x, loss_fn, torch.float64, False)
+        got = {fmt: _grads(net, x, loss_fn, torch.float32, fmt == "nhwc") for fmt in ("nchw", "nhwc")}
+        flat = {k: torch.cat([g[n].flatten() for n in ref]) for k, g in (("ref", ref), *got.items())}
+        weights = [n for n in ref if ref[n].ndim > 1]
+        worst = max(weights, key=lambda n: rel(got["nhwc"][n], ref[n]))
+        lines.append(f"| {name} | {rel(flat['nchw'], flat['ref']):.1e} | {rel(flat['nhwc'], flat['ref']):.1e} "
+                     f"| `{worst}` {rel(got['nhwc'][worst], ref[worst]):.1e} ({rel(got['nchw'][worst], ref[worst]):.1e}) |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
-    args = timing_parser(__doc__, repeats=10, warmup=2).parse_args(argv)
+    p = timing_parser(__doc__, repeats=10, warmup=2)
+    p.add_argument("--grad-precision", action="store_true", help="fp32 gradient error per memory format, not time")
+    args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.grad_precision:
+        print(f"torch {torch.__version__}: fp32 gradients against float64 NCHW, same weights and inputs\n")
+        print(grad_precision())
+        return
     print(f"torch {torch.__version__}, {args.threads} threads, median of {args.repeats} steps x {args.rounds} rounds\n")
     print(run(args))
 
