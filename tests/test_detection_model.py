@@ -249,6 +249,27 @@ def test_postprocess_nms_per_class_and_image():
         m.use_postprocess("fast")
 
 
+def test_eager_nms_per_group_keeps_what_the_exported_graph_keeps():
+    """Eager NMS loops over (image, class) groups; traced graphs shift the groups apart and run one NMS.
+    Both must keep the same boxes in the same order, at a size where torchvision loops (over 1000 boxes)."""
+    from torchvision.ops import nms
+
+    from mnv2_tasks.models.detection_postprocess import _nms_per_group
+
+    g = torch.Generator().manual_seed(0)
+    n = 3000
+    xy = torch.rand(n, 2, generator=g) * 80
+    boxes = torch.cat([xy, xy + 4 + torch.rand(n, 2, generator=g) * 30], 1)
+    scores = torch.rand(n, generator=g)
+    groups = torch.randint(0, 24, (n,), generator=g)
+    eager = _nms_per_group(boxes, scores, groups, 128, 0.5)
+    shifted = nms(boxes + (groups.float() * 129)[:, None], scores, 0.5)
+    assert 100 < len(eager) < n  # some suppressed, many kept
+    assert eager.tolist() == shifted.tolist()
+    # one NMS over all groups (no shift) would suppress across groups: the grouping is doing work
+    assert len(nms(boxes, scores, 0.5)) < len(eager)
+
+
 def test_postprocess_presets_from_builder():
     m = tiny(eval_postprocess={"score_thresh": 0.05}, deploy_postprocess={"detections_per_img": 7}, postprocess_mode="deploy")
     assert m.postprocess_mode == "deploy" and m.postprocess_cfg.detections_per_img == 7
