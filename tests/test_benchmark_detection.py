@@ -48,3 +48,14 @@ def test_every_variant_composes(tag):
 
     cfg = compose_train_config(["task=detection", *bench.VARIANTS[tag][1]])
     assert cfg.model.net._target_.split(".")[-1] in ("build_ssdlite", "build_torchvision_ssdlite", "build_torchvision_ssdlite_mnv2")
+    assert cfg.model.channels_last is not tag.endswith("_nchw")
+
+
+def test_nms_benchmark_times_both_ways_on_the_same_candidates():
+    from mnv2_tasks.benchmarks import detection_nms
+
+    args = detection_nms.parser().parse_args(["--rounds", "1", "--repeats", "1", "--warmup", "0", "--batches", "2", "--topk", "300"])
+    table = detection_nms.run(args)
+    row = table.splitlines()[-1].strip("|").split("|")
+    assert [c.strip() for c in row[:2]] == ["2", "600"]  # batch, candidates: 2 images x 300
+    assert 0 < int(row[2]) <= 600 and row[-1].strip() == "yes"

@@ -48,6 +48,7 @@ def build_toy_head(num_classes: int, width_mult: float = 0.35) -> ToyHead:
     return ToyHead(num_classes, width_mult)
 
 
+@pytest.mark.slow  # ~20 s: keeps `make test` near 3 minutes; CI runs it
 def test_a_new_head_trains_quantizes_exports_and_evaluates_in_onnx_runtime(make_cfg):
     from mnv2_tasks.train import train
 

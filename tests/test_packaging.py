@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -26,6 +28,7 @@ def test_console_scripts_and_shipped_configs_are_declared():
     assert CONF_DIR.parent == ROOT / "mnv2_tasks" and (CONF_DIR / "train.yaml").is_file()
 
 
+@pytest.mark.slow  # ~20 s: keeps `make test` near 3 minutes; CI runs it
 def test_wheel_installs_and_trains_outside_the_checkout(tmp_path, shapes_root):
     wheels, target, work, src = tmp_path / "wheels", tmp_path / "site", tmp_path / "elsewhere", tmp_path / "src"
     work.mkdir()

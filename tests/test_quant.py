@@ -66,6 +66,7 @@ def test_quantizer_puts_every_conv_and_residual_add_in_int8(tiny_classifier):
     assert (ref - got).abs().max() < 0.25 * ref.abs().max()
 
 
+@pytest.mark.slow  # ~20 s: keeps `make test` near 3 minutes; CI runs it
 def test_quantnet_trains_switches_modes_and_saves_graph_state(tiny_classifier):
     net, images = tiny_classifier
     qn = QuantNet(prepare(net, images[:2], qat=True), net)

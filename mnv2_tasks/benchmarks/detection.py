@@ -79,6 +79,7 @@ _PAPER_LEVELS = ["model.net.stride8_level=false", "model.net.min_ratio=0.2", "mo
 # the loss before session 6: anchors in crowd regions ignored, 3 hard negatives in an image without objects
 # (the default now does as torchvision's SSD: crowd regions are negatives, empty images give none)
 _IGNORE_CROWD_LOSS = ["model.net.ignore_crowd=true", "model.net.empty_image_negatives=null"]
+_NCHW = "model.channels_last=false"
 # tag -> (row name, overrides after task=detection)
 VARIANTS: dict[str, tuple[str, list[str]]] = {
     "ours": ("ours: SSDLite-MobileNetV2 (embedded pretrained backbone, the default)", []),
@@ -98,6 +99,12 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
                                  ["model=ssdlite_tv_mnv2", "pretrain=none"]),
     "torchvision_mnv2": ("torchvision's SSDLite on our MobileNetV2 backbone, embedded pretrained backbone",
                          ["model=ssdlite_tv_mnv2"]),
+    # the same from scratch in NCHW: the task trains every detector channels-last; session 2 handed torchvision's
+    # model NCHW batches, and one format against the other is a different trajectory per seed (BENCHMARKS.md)
+    "ours_scratch_nchw": ("ours from scratch, NCHW", ["pretrain=none", _NCHW]),
+    "torchvision_nchw": ("torchvision ssdlite320_mobilenet_v3_large from scratch, NCHW", ["model=ssdlite_tv_mnv3", _NCHW]),
+    "torchvision_mnv2_scratch_nchw": ("torchvision's SSDLite on our MobileNetV2 backbone, from scratch, NCHW",
+                                      ["model=ssdlite_tv_mnv2", "pretrain=none", _NCHW]),
 }
 
 

@@ -15,7 +15,8 @@ from torchvision.ops import batched_nms, nms
 from .contract import image_hw
 
 __all__ = [
-    "PostprocessConfig", "EVAL_POSTPROCESS", "DEPLOY_POSTPROCESS", "select_detections", "split_detections",
+    "PostprocessConfig", "EVAL_POSTPROCESS", "DEPLOY_POSTPROCESS", "select_detections", "topk_candidates", "nms_one_call",
+    "split_detections",
     "pad_detections", "config_to_meta", "config_from_meta",
 ]
 
@@ -45,17 +46,8 @@ def select_detections(boxes: torch.Tensor, scores: torch.Tensor, image_size, cfg
     see ``_nms_per_group``.
     """
     h, w = image_hw(image_size)
-    n, a, k_cls = scores.shape
-    k = min(cfg.topk_candidates, a * k_cls)
-    top_scores, idx = scores.reshape(n, a * k_cls).topk(k, dim=1)  # (N, k), sorted
-    anchor_idx = idx // k_cls
-    labels = idx % k_cls + 1
-    batch_index = torch.arange(n, device=boxes.device).unsqueeze(1).expand(n, k)
-    # the candidates' boxes by flat index (a Gather, which every runtime's shape inference handles)
-    cand = boxes.reshape(-1, 4).index_select(0, (batch_index * a + anchor_idx).reshape(-1))  # (N*k, 4)
-    top_scores = top_scores.reshape(-1)
-    labels, batch_index = labels.reshape(-1), batch_index.reshape(-1)
-    groups = batch_index * (k_cls + 1) + labels  # one NMS per (image, class)
+    n = scores.shape[0]
+    cand, top_scores, labels, batch_index, groups = topk_candidates(boxes, scores, cfg.topk_candidates)
     keep = _nms_per_group(cand, top_scores, groups, max(h, w), cfg.nms_thresh)  # sorted by score, all images
     keep = keep[top_scores[keep] > cfg.score_thresh]
     # candidates are numbered image by image, best first (top-k order): sorting the kept numbers groups them by
@@ -68,19 +60,39 @@ def select_detections(boxes: torch.Tensor, scores: torch.Tensor, image_size, cfg
     return cand[keep], top_scores[keep], labels[keep], batch_index[keep], rank
 
 
+def topk_candidates(boxes: torch.Tensor, scores: torch.Tensor, topk: int) -> tuple[torch.Tensor, ...]:
+    """The best ``topk`` (anchor, class) pairs of each image, flat and numbered image by image, best first:
+    ``boxes (N*k, 4)``, ``scores``, ``labels`` in 1..K, ``batch_index`` and ``groups`` (one per (image, class))."""
+    n, a, k_cls = scores.shape
+    k = min(topk, a * k_cls)
+    top_scores, idx = scores.reshape(n, a * k_cls).topk(k, dim=1)  # (N, k), sorted
+    anchor_idx = idx // k_cls
+    labels = idx % k_cls + 1
+    batch_index = torch.arange(n, device=boxes.device).unsqueeze(1).expand(n, k)
+    # the candidates' boxes by flat index (a Gather, which every runtime's shape inference handles)
+    cand = boxes.reshape(-1, 4).index_select(0, (batch_index * a + anchor_idx).reshape(-1))  # (N*k, 4)
+    labels, batch_index = labels.reshape(-1), batch_index.reshape(-1)
+    return cand, top_scores.reshape(-1), labels, batch_index, batch_index * (k_cls + 1) + labels
+
+
+def nms_one_call(boxes: torch.Tensor, scores: torch.Tensor, groups: torch.Tensor, extent: int, thresh: float) -> torch.Tensor:
+    """NMS inside each group as one ``nms`` over every box, the groups shifted apart by more than the image
+    (``batched_nms``'s trick): no data-dependent loop, so it traces and exports."""
+    offsets = groups.to(boxes.dtype) * float(extent + 1)
+    return nms(boxes + offsets[:, None], scores, thresh)
+
+
 def _nms_per_group(boxes: torch.Tensor, scores: torch.Tensor, groups: torch.Tensor, extent: int, thresh: float) -> torch.Tensor:
     """Indices kept by NMS inside each group, sorted by score.
 
-    Traced or exported: one ``nms`` over every box, the groups shifted apart by more than the image
-    (``batched_nms``'s trick), so the graph has no data-dependent loop. Eager: ``torchvision.ops.batched_nms``,
-    which loops over the groups when there are many boxes. The single call is quadratic in the whole
-    batch's candidates: a validation pass over 100 images at 1000 candidates each (batches of 64) spent
-    8.3 s in it on this project's 2-core CPU, against 0.46 s in per-group NMS, with the same detections
-    (BENCHMARKS.md, session 8).
+    Traced or exported: ``nms_one_call``. Eager: ``torchvision.ops.batched_nms``, which loops over the groups
+    when there are many boxes. The single call is quadratic in the whole batch's candidates: at evaluation's
+    batch of 50 images x 1000 candidates it took 3.2 s on this project's 2-core CPU against 0.11 s per group,
+    keeping the same boxes; at batch 1 both take 3 ms (``python -m mnv2_tasks.benchmarks.detection_nms``;
+    BENCHMARKS.md, session 8).
     """
     if torch.compiler.is_compiling() or torch.compiler.is_exporting() or torch.jit.is_tracing():
-        offsets = groups.to(boxes.dtype) * float(extent + 1)
-        return nms(boxes + offsets[:, None], scores, thresh)
+        return nms_one_call(boxes, scores, groups, extent, thresh)
     return batched_nms(boxes, scores, groups, thresh)
 
 
