@@ -249,25 +249,72 @@ def test_postprocess_nms_per_class_and_image():
         m.use_postprocess("fast")
 
 
-def test_eager_nms_per_group_keeps_what_the_exported_graph_keeps():
-    """Eager NMS loops over (image, class) groups; traced graphs shift the groups apart and run one NMS.
-    Both must keep the same boxes in the same order, at a size where torchvision loops (over 1000 boxes)."""
+def _overlapping_candidates(n: int, k: int, num_classes: int, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    xy = torch.rand(n, k, 2, generator=g) * 80
+    boxes = torch.cat([xy, xy + 4 + torch.rand(n, k, 2, generator=g) * 30], -1)
+    return boxes, torch.rand(n, k, generator=g), torch.randint(1, num_classes + 1, (n, k), generator=g)
+
+
+def test_grouped_nms_is_nms_inside_each_image_and_class():
+    """The exported graphs' op (ONNX NonMaxSuppression's semantics) against torchvision's NMS run group by group."""
     from torchvision.ops import nms
 
-    from mnv2_tasks.models.detection_postprocess import _nms_per_group, nms_one_call
+    from mnv2_tasks.models.detection_postprocess import grouped_nms
 
-    g = torch.Generator().manual_seed(0)
-    n = 3000
-    xy = torch.rand(n, 2, generator=g) * 80
-    boxes = torch.cat([xy, xy + 4 + torch.rand(n, 2, generator=g) * 30], 1)
-    scores = torch.rand(n, generator=g)
-    groups = torch.randint(0, 24, (n,), generator=g)
-    eager = _nms_per_group(boxes, scores, groups, 128, 0.5)
-    shifted = nms_one_call(boxes, scores, groups, 128, 0.5)
-    assert 100 < len(eager) < n  # some suppressed, many kept
-    assert eager.tolist() == shifted.tolist()
-    # one NMS over all groups (no shift) would suppress across groups: the grouping is doing work
-    assert len(nms(boxes, scores, 0.5)) < len(eager)
+    boxes, scores, labels = _overlapping_candidates(3, 400, 4)
+    per_class = torch.where(labels[:, None, :] == torch.arange(1, 5)[None, :, None], scores[:, None, :], -1.0)
+    kept = grouped_nms(boxes, per_class, 400, 0.5, -0.5)
+    expected = set()
+    for b in range(3):
+        for c in range(4):
+            idx = (labels[b] == c + 1).nonzero().squeeze(1)
+            expected |= {(b, c, int(i)) for i in idx[nms(boxes[b, idx], scores[b, idx], 0.5)]}
+    assert {tuple(r) for r in kept.tolist()} == expected and len(kept) == len(expected)
+    assert 100 < len(expected) < 1200  # some suppressed, many kept
+    # one NMS over all groups would suppress across them: the grouping is doing work
+    assert len(nms(boxes.reshape(-1, 4), scores.reshape(-1), 0.5)) < len(expected)
+    # at most max_per_class per (image, class), the best ones
+    capped = grouped_nms(boxes, per_class, 5, 0.5, -0.5)
+    groups = capped[:, 0] * 4 + capped[:, 1]
+    assert torch.bincount(groups).max() == 5 and len(capped) == 5 * 12
+    best = {tuple(r) for r in kept.tolist()}
+    assert {tuple(r) for r in capped.tolist()} <= best
+
+
+def test_exported_detections_are_eager_detections_at_any_batch(tmp_path):
+    """select_detections exports as one NonMaxSuppression per (image, class) that ONNX Runtime runs, keeping what eager
+    PyTorch keeps (batched_nms), in the same order, at batch 1 and 4."""
+    import onnxruntime as ort
+    from torch.export import Dim
+
+    from mnv2_tasks.models.detection_postprocess import EVAL_POSTPROCESS, select_detections
+    from mnv2_tasks.quant.onnx_export import TRANSLATIONS
+
+    class Select(torch.nn.Module):
+        def forward(self, boxes, scores):
+            return select_detections(boxes, scores, EVAL_POSTPROCESS)
+
+    boxes, scores, _ = _overlapping_candidates(4, 300, 1)
+    scores = torch.rand(4, 300, 3, generator=torch.Generator().manual_seed(1))  # (N, A, K): 900 pairs, 1000 asked
+    batch = Dim("batch", min=1, max=64)
+    path = tmp_path / "select.onnx"
+    torch.onnx.export(Select().eval(), (boxes[:2], scores[:2]), dynamo=True, opset_version=20, input_names=["boxes", "scores"],
+                      dynamic_shapes=({0: batch}, {0: batch}), custom_translation_table=TRANSLATIONS).save(str(path))
+    # one NonMaxSuppression whose scores have the class dimension (not the whole batch flattened into one class)
+    import onnx
+
+    model = onnx.shape_inference.infer_shapes(onnx.load(str(path)))
+    (node,) = [n for n in model.graph.node if n.op_type == "NonMaxSuppression"]
+    shapes = {v.name: [d.dim_value or d.dim_param for d in v.type.tensor_type.shape.dim] for v in model.graph.value_info}
+    assert shapes[node.input[1]][1:] == [3, 900] and shapes[node.input[0]][1:] == [900, 4]
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for n in (1, 4):
+        ref = Select()(boxes[:n], scores[:n])
+        got = session.run(None, {"boxes": boxes[:n].numpy(), "scores": scores[:n].numpy()})
+        assert len(ref[0]) > 50 * n
+        for r, g in zip(ref, got):
+            torch.testing.assert_close(torch.from_numpy(g), r)
 
 
 def test_postprocess_presets_from_builder():

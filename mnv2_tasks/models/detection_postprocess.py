@@ -10,12 +10,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 
 import torch
-from torchvision.ops import batched_nms, nms
+from torchvision.ops import batched_nms
 
-from .contract import image_hw
 
 __all__ = [
-    "PostprocessConfig", "EVAL_POSTPROCESS", "DEPLOY_POSTPROCESS", "select_detections", "topk_candidates", "nms_one_call",
+    "PostprocessConfig", "EVAL_POSTPROCESS", "DEPLOY_POSTPROCESS", "select_detections", "topk_candidates", "grouped_nms",
     "split_detections",
     "pad_detections", "config_to_meta", "config_from_meta",
 ]
@@ -38,17 +37,17 @@ EVAL_POSTPROCESS = PostprocessConfig(score_thresh=0.001, nms_thresh=0.55, topk_c
 DEPLOY_POSTPROCESS = PostprocessConfig(score_thresh=0.3, nms_thresh=0.45, topk_candidates=200, detections_per_img=50)
 
 
-def select_detections(boxes: torch.Tensor, scores: torch.Tensor, image_size, cfg: PostprocessConfig) -> tuple[torch.Tensor, ...]:
+def select_detections(boxes: torch.Tensor, scores: torch.Tensor, cfg: PostprocessConfig) -> tuple[torch.Tensor, ...]:
     """Top-k, per-class NMS and score threshold over a batch of decoded ``boxes`` (N, A, 4) and ``scores`` (N, A, K).
 
     Returns flat ``boxes (M, 4)``, ``scores (M,)``, ``labels (M,)`` in 1..K, ``batch_index (M,)`` and
     ``rank (M,)`` (position within its image), ordered by image then score. NMS runs per (image, class):
     see ``_nms_per_group``.
     """
-    h, w = image_hw(image_size)
-    n = scores.shape[0]
-    cand, top_scores, labels, batch_index, groups = topk_candidates(boxes, scores, cfg.topk_candidates)
-    keep = _nms_per_group(cand, top_scores, groups, max(h, w), cfg.nms_thresh)  # sorted by score, all images
+    n, a, k_cls = scores.shape
+    k = min(cfg.topk_candidates, a * k_cls)
+    cand, top_scores, labels, batch_index = topk_candidates(boxes, scores, k)
+    keep = _nms_per_group(cand, top_scores, labels, batch_index, k, k_cls, cfg.nms_thresh)
     keep = keep[top_scores[keep] > cfg.score_thresh]
     # candidates are numbered image by image, best first (top-k order): sorting the kept numbers groups them by
     # image in score order, whatever order NMS returned them in (unique keys: a sort that exports to ONNX)
@@ -60,40 +59,59 @@ def select_detections(boxes: torch.Tensor, scores: torch.Tensor, image_size, cfg
     return cand[keep], top_scores[keep], labels[keep], batch_index[keep], rank
 
 
-def topk_candidates(boxes: torch.Tensor, scores: torch.Tensor, topk: int) -> tuple[torch.Tensor, ...]:
-    """The best ``topk`` (anchor, class) pairs of each image, flat and numbered image by image, best first:
-    ``boxes (N*k, 4)``, ``scores``, ``labels`` in 1..K, ``batch_index`` and ``groups`` (one per (image, class))."""
+def topk_candidates(boxes: torch.Tensor, scores: torch.Tensor, k: int) -> tuple[torch.Tensor, ...]:
+    """The best ``k`` (anchor, class) pairs of each image (``k`` at most A * K), flat and numbered image by image,
+    best first: ``boxes (N*k, 4)``, ``scores``, ``labels`` in 1..K and ``batch_index``."""
     n, a, k_cls = scores.shape
-    k = min(topk, a * k_cls)
     top_scores, idx = scores.reshape(n, a * k_cls).topk(k, dim=1)  # (N, k), sorted
     anchor_idx = idx // k_cls
     labels = idx % k_cls + 1
     batch_index = torch.arange(n, device=boxes.device).unsqueeze(1).expand(n, k)
     # the candidates' boxes by flat index (a Gather, which every runtime's shape inference handles)
     cand = boxes.reshape(-1, 4).index_select(0, (batch_index * a + anchor_idx).reshape(-1))  # (N*k, 4)
-    labels, batch_index = labels.reshape(-1), batch_index.reshape(-1)
-    return cand, top_scores.reshape(-1), labels, batch_index, batch_index * (k_cls + 1) + labels
+    return cand, top_scores.reshape(-1), labels.reshape(-1), batch_index.reshape(-1)
 
 
-def nms_one_call(boxes: torch.Tensor, scores: torch.Tensor, groups: torch.Tensor, extent: int, thresh: float) -> torch.Tensor:
-    """NMS inside each group as one ``nms`` over every box, the groups shifted apart by more than the image
-    (``batched_nms``'s trick): no data-dependent loop, so it traces and exports."""
-    offsets = groups.to(boxes.dtype) * float(extent + 1)
-    return nms(boxes + offsets[:, None], scores, thresh)
+@torch.library.custom_op("mnv2_tasks::grouped_nms", mutates_args=())
+def grouped_nms(boxes: torch.Tensor, scores: torch.Tensor, max_per_class: int, iou_threshold: float,
+                score_threshold: float) -> torch.Tensor:
+    """ONNX ``NonMaxSuppression``: ``boxes (N, B, 4)`` corners, ``scores (N, C, B)``; NMS inside each (image, class)
+    over the boxes scoring above ``score_threshold``, at most ``max_per_class`` kept each. Returns the kept
+    ``(M, 3)`` rows ``[image, class, box]``. Exported graphs call it, and it exports as that one ONNX node
+    (``quant.onnx_export``), which ONNX Runtime, OpenVINO and TensorRT run per (image, class)."""
+    n, c, b = scores.shape
+    bi, ci, ii = (scores > score_threshold).nonzero(as_tuple=True)
+    keep = batched_nms(boxes[bi, ii], scores[bi, ci, ii], bi * c + ci, iou_threshold)  # sorted by score
+    group = (bi * c + ci)[keep]
+    # at most max_per_class per group, the best first (a stable sort keeps the score order inside a group)
+    order = group.sort(stable=True).indices
+    first = torch.searchsorted(group[order], group[order], right=False)
+    keep = keep[order][torch.arange(len(order), device=keep.device) - first < max_per_class]
+    return torch.stack([bi[keep], ci[keep], ii[keep]], 1)
 
 
-def _nms_per_group(boxes: torch.Tensor, scores: torch.Tensor, groups: torch.Tensor, extent: int, thresh: float) -> torch.Tensor:
-    """Indices kept by NMS inside each group, sorted by score.
+@grouped_nms.register_fake
+def _grouped_nms_fake(boxes, scores, max_per_class, iou_threshold, score_threshold):
+    return scores.new_empty((torch.library.get_ctx().new_dynamic_size(), 3), dtype=torch.int64)
 
-    Traced or exported: ``nms_one_call``. Eager: ``torchvision.ops.batched_nms``, which loops over the groups
-    when there are many boxes. The single call is quadratic in the whole batch's candidates: at evaluation's
-    batch of 50 images x 1000 candidates it took 3.2 s on this project's 2-core CPU against 0.11 s per group,
-    keeping the same boxes; at batch 1 both take 3 ms (``python -m mnv2_tasks.benchmarks.detection_nms``;
-    BENCHMARKS.md, session 8).
+
+def _nms_per_group(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, batch_index: torch.Tensor,
+                   k: int, num_classes: int, thresh: float) -> torch.Tensor:
+    """Indices of the flat candidates (``k`` per image) kept by NMS inside each (image, class).
+
+    Eager: ``torchvision.ops.batched_nms``, which loops over the groups when there are many boxes. Traced or
+    exported: ``grouped_nms`` over the candidates as (N, k) boxes and (N, K, k) scores (-1 where a candidate is
+    not of that class), one ONNX ``NonMaxSuppression``. Before, graphs ran one ``nms`` over the whole batch with
+    the groups shifted apart, which is quadratic in the batch: 3.2 s against 0.11 s per group at evaluation's
+    batch of 50 images x 1000 candidates on this project's 2-core CPU, keeping the same boxes (``python -m
+    mnv2_tasks.benchmarks.detection_nms``; BENCHMARKS.md, session 8).
     """
-    if torch.compiler.is_compiling() or torch.compiler.is_exporting() or torch.jit.is_tracing():
-        return nms_one_call(boxes, scores, groups, extent, thresh)
-    return batched_nms(boxes, scores, groups, thresh)
+    if not (torch.compiler.is_compiling() or torch.compiler.is_exporting() or torch.jit.is_tracing()):
+        return batched_nms(boxes, scores, batch_index * (num_classes + 1) + labels, thresh)
+    classes = torch.arange(1, num_classes + 1, device=labels.device).reshape(1, num_classes, 1)
+    per_class = torch.where(labels.reshape(-1, 1, k) == classes, scores.reshape(-1, 1, k), -1.0)  # (N, K, k)
+    kept = grouped_nms(boxes.reshape(-1, k, 4), per_class, k, thresh, -0.5)
+    return kept[:, 0] * k + kept[:, 2]
 
 
 def split_detections(flat: tuple[torch.Tensor, ...], batch_size: int) -> list[dict]:

@@ -75,7 +75,7 @@ def outputs_from_export(fmt: str, outputs: Mapping[str, Any], meta: Mapping[str,
                 for i, c in enumerate(counts)]
     if fmt == "decoded":
         boxes, scores = _tensor(outputs["boxes"]).float(), _tensor(outputs["scores"]).float()
-        flat = select_detections(boxes, scores, image_size, config_from_meta(meta))
+        flat = select_detections(boxes, scores, config_from_meta(meta))
         return split_detections(flat, boxes.shape[0])
     raise ValueError(f"unknown output format {fmt!r} in the model file's metadata (known: {sorted(FORMATS)}); "
                      "re-export it with tools/export.py")

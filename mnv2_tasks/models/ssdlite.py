@@ -234,14 +234,14 @@ class SSDLite(TaskNet):
     def postprocess(self, raw: dict[str, torch.Tensor], image_size) -> list[dict]:
         """Raw outputs -> one ``{"boxes" (K, 4) xyxy pixels, "scores", "labels"}`` per image."""
         boxes, scores = self.decode(raw, image_size)
-        return split_detections(select_detections(boxes, scores, image_size, self.postprocess_cfg), boxes.shape[0])
+        return split_detections(select_detections(boxes, scores, self.postprocess_cfg), boxes.shape[0])
 
     def export_outputs(self, raw: dict[str, torch.Tensor], image_size, fmt: str) -> tuple[torch.Tensor, ...]:
         """``nms``: padded ``boxes (N, D, 4)``, ``scores``, ``labels``, ``num_detections``; ``decoded``: ``boxes``, ``scores``."""
         boxes, scores = self.decode(raw, image_size)
         if fmt == "decoded":
             return boxes, scores
-        flat = select_detections(boxes, scores, image_size, self.postprocess_cfg)
+        flat = select_detections(boxes, scores, self.postprocess_cfg)
         return pad_detections(flat, boxes.shape[0], self.postprocess_cfg.detections_per_img)
 
     def export_metadata(self) -> dict[str, str]:

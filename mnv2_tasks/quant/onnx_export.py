@@ -16,6 +16,7 @@ from torch import nn
 from torch.export import Dim
 
 from ..models.contract import pad_batch
+from ..models import detection_postprocess  # noqa: F401  (registers torch.ops.mnv2_tasks.grouped_nms)
 from .pt2e import MAX_BATCH
 
 log = logging.getLogger(__name__)
@@ -24,6 +25,18 @@ __all__ = ["OPSET", "export_onnx", "OnnxFileError", "check_onnx_file", "onnx_met
 
 OPSET = 20
 INPUT_NAME = "images"
+
+
+def _grouped_nms_onnx(boxes, scores, max_per_class: int, iou_threshold: float, score_threshold: float):
+    """``grouped_nms`` as the ONNX node whose semantics it has: NMS per (image, class) in the runtime's own kernel."""
+    from onnxscript import opset20 as op
+
+    return op.NonMaxSuppression(boxes, scores, op.Constant(value_ints=[max_per_class]),
+                                op.Constant(value_floats=[iou_threshold]), op.Constant(value_floats=[score_threshold]))
+
+
+# this package's custom ops -> their ONNX translation
+TRANSLATIONS = {torch.ops.mnv2_tasks.grouped_nms.default: _grouped_nms_onnx}
 
 
 class OnnxFileError(ValueError):
@@ -59,6 +72,7 @@ def export_onnx(
             dynamic_shapes=({0: batch},),
             optimize=True,
             verbose=False,
+            custom_translation_table=TRANSLATIONS,
         )
     model = program.model_proto
     for k, v in (metadata or {}).items():
