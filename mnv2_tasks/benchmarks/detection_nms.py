@@ -2,6 +2,7 @@
 
     python -m mnv2_tasks.benchmarks.detection_nms                  # the detection default, batches 1, 16 and 50
     python -m mnv2_tasks.benchmarks.detection_nms --batches 8 --topk 200 --threads 1
+    python -m mnv2_tasks.benchmarks.detection_nms --override model.net.num_classes=81 --override data.image_size=320
 
 The candidates are what evaluation feeds NMS: the detection default network (``task=detection``: width 0.35,
 192 px, the stride-8 level) on the embedded validation images, decoded, then the best ``--topk`` (anchor, class)
@@ -33,13 +34,13 @@ from ..models.detection_postprocess import EVAL_POSTPROCESS, _nms_per_group, top
 from .common import cpu_int8_flags, times_ms, timing_parser
 
 
-def _candidates(batch: int, topk: int, seed: int) -> tuple[torch.Tensor, ...]:
+def _candidates(batch: int, topk: int, seed: int, overrides=()) -> tuple[torch.Tensor, ...]:
     """Default-network candidates as (N, k, 4) boxes, (N, k) scores and (N, k) labels in 1..K, and K."""
     from hydra.utils import instantiate
 
     from ..config import compose_train_config
 
-    cfg = compose_train_config(["task=detection", "pretrain=none"])
+    cfg = compose_train_config(["task=detection", "pretrain=none", *overrides])
     torch.manual_seed(seed)
     dm = instantiate(cfg.data, eval_batch_size=batch)
     dm.prepare_data()
@@ -98,7 +99,7 @@ def run(args) -> str:
              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     tmp = Path(tempfile.mkdtemp(prefix="nms_bench_"))
     for batch in args.batches or (1, 16, 50):
-        boxes, scores, labels, num_classes = _candidates(batch, args.topk, args.seed)
+        boxes, scores, labels, num_classes = _candidates(batch, args.topk, args.seed, args.override)
         example = (boxes[:2].repeat(2, 1, 1), scores[:2].repeat(2, 1), labels[:2].repeat(2, 1))  # batch > 1: stays dynamic
         one, per = _OneCall(num_classes, thresh), _PerGroup(num_classes, thresh)
         sessions = {"one": _onnx(one, example, tmp / "one.onnx", args.threads),
@@ -126,6 +127,8 @@ def parser():
     p = timing_parser(__doc__, repeats=5, warmup=1)
     p.add_argument("--topk", type=int, default=EVAL_POSTPROCESS.topk_candidates, help="candidates per image")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--override", action="append", default=[],
+                   help="Hydra override of the network or data, repeatable (e.g. model.net.num_classes=81)")
     return p
 
 
