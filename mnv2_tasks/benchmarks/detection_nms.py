@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torchvision.ops import batched_nms, nms
 
-from ..models.detection_postprocess import EVAL_POSTPROCESS, _nms_per_group, topk_candidates
+from ..models.detection_postprocess import EVAL_POSTPROCESS, nms_per_group, topk_candidates
 from .common import cpu_int8_flags, times_ms, timing_parser
 
 
@@ -70,7 +70,7 @@ class _PerGroup(_OneCall):
     def forward(self, boxes, scores, labels):
         n, k = scores.shape
         batch_index = torch.arange(n, device=boxes.device)[:, None].expand(n, k).reshape(-1)
-        return _nms_per_group(boxes.reshape(-1, 4), scores.reshape(-1), labels.reshape(-1), batch_index, k,
+        return nms_per_group(boxes.reshape(-1, 4), scores.reshape(-1), labels.reshape(-1), batch_index, k,
                               self.num_classes, self.thresh)
 
 
@@ -97,30 +97,35 @@ def run(args) -> str:
              "", "| batch | candidates | kept | PyTorch one call | PyTorch per group | ratio | "
              "ONNX Runtime one call | ONNX Runtime per group | ratio | same boxes |",
              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
-    tmp = Path(tempfile.mkdtemp(prefix="nms_bench_"))
-    for batch in args.batches or (1, 16, 50):
-        boxes, scores, labels, num_classes = _candidates(batch, args.topk, args.seed, args.override)
-        example = (boxes[:2].repeat(2, 1, 1), scores[:2].repeat(2, 1), labels[:2].repeat(2, 1))  # batch > 1: stays dynamic
-        one, per = _OneCall(num_classes, thresh), _PerGroup(num_classes, thresh)
-        sessions = {"one": _onnx(one, example, tmp / "one.onnx", args.threads),
-                    "per": _onnx(per, example, tmp / "per.onnx", args.threads)}
-        feed = {"boxes": boxes.numpy(), "scores": scores.numpy(), "labels": labels.numpy()}
-        calls = {"pt_one": lambda: one(boxes, scores, labels), "pt_per": lambda: per(boxes, scores, labels),
-                 "ort_one": lambda: sessions["one"].run(None, feed)[0],
-                 "ort_per": lambda: sessions["per"].run(None, feed)[0]}
-        times: dict[str, list[float]] = {k: [] for k in calls}
-        for _ in range(args.rounds):
-            for name, fn in calls.items():
-                times[name] += times_ms(fn, args.warmup, args.repeats)
-        kept = [sorted(np.asarray(fn()).tolist()) for fn in calls.values()]
-        same = all(k == kept[0] for k in kept)
-        med = {k: statistics.median(t) for k, t in times.items()}
-        p99 = {k: (statistics.quantiles(t, n=100)[98] if len(t) > 1 else t[0]) for k, t in times.items()}
-        cell = lambda k: f"{med[k]:.1f} ({p99[k]:.1f})"  # noqa: E731
-        lines.append(f"| {batch} | {scores.numel()} | {len(kept[0])} | {cell('pt_one')} | {cell('pt_per')} | "
-                     f"{med['pt_one'] / med['pt_per']:.1f}x | {cell('ort_one')} | {cell('ort_per')} | "
-                     f"{med['ort_one'] / med['ort_per']:.1f}x | {'yes' if same else 'NO'} |")
+    with tempfile.TemporaryDirectory(prefix="nms_bench_") as tmp:
+        for batch in args.batches or (1, 16, 50):
+            lines.append(_row(batch, args, thresh, Path(tmp)))
     return "\n".join(lines)
+
+
+def _row(batch: int, args, thresh: float, tmp: Path) -> str:
+    """One table row: the four ways timed in alternating rounds on one batch's candidates."""
+    boxes, scores, labels, num_classes = _candidates(batch, args.topk, args.seed, args.override)
+    example = (boxes[:2].repeat(2, 1, 1), scores[:2].repeat(2, 1), labels[:2].repeat(2, 1))  # batch > 1: stays dynamic
+    one, per = _OneCall(num_classes, thresh), _PerGroup(num_classes, thresh)
+    sessions = {"one": _onnx(one, example, tmp / "one.onnx", args.threads),
+                "per": _onnx(per, example, tmp / "per.onnx", args.threads)}
+    feed = {"boxes": boxes.numpy(), "scores": scores.numpy(), "labels": labels.numpy()}
+    calls = {"pt_one": lambda: one(boxes, scores, labels), "pt_per": lambda: per(boxes, scores, labels),
+             "ort_one": lambda: sessions["one"].run(None, feed)[0],
+             "ort_per": lambda: sessions["per"].run(None, feed)[0]}
+    times: dict[str, list[float]] = {k: [] for k in calls}
+    for _ in range(args.rounds):
+        for name, fn in calls.items():
+            times[name] += times_ms(fn, args.warmup, args.repeats)
+    kept = [sorted(np.asarray(fn()).tolist()) for fn in calls.values()]
+    same = all(k == kept[0] for k in kept)
+    med = {k: statistics.median(t) for k, t in times.items()}
+    p99 = {k: (statistics.quantiles(t, n=100)[98] if len(t) > 1 else t[0]) for k, t in times.items()}
+    cell = lambda k: f"{med[k]:.1f} ({p99[k]:.1f})"  # noqa: E731
+    return (f"| {batch} | {scores.numel()} | {len(kept[0])} | {cell('pt_one')} | {cell('pt_per')} | "
+            f"{med['pt_one'] / med['pt_per']:.1f}x | {cell('ort_one')} | {cell('ort_per')} | "
+            f"{med['ort_one'] / med['ort_per']:.1f}x | {'yes' if same else 'NO'} |")
 
 
 def parser():

@@ -14,7 +14,7 @@ from torchvision.ops import batched_nms
 
 
 __all__ = [
-    "PostprocessConfig", "EVAL_POSTPROCESS", "DEPLOY_POSTPROCESS", "select_detections", "topk_candidates", "grouped_nms",
+    "PostprocessConfig", "EVAL_POSTPROCESS", "DEPLOY_POSTPROCESS", "select_detections", "topk_candidates", "nms_per_group", "grouped_nms",
     "split_detections",
     "pad_detections", "config_to_meta", "config_from_meta",
 ]
@@ -42,12 +42,12 @@ def select_detections(boxes: torch.Tensor, scores: torch.Tensor, cfg: Postproces
 
     Returns flat ``boxes (M, 4)``, ``scores (M,)``, ``labels (M,)`` in 1..K, ``batch_index (M,)`` and
     ``rank (M,)`` (position within its image), ordered by image then score. NMS runs per (image, class):
-    see ``_nms_per_group``.
+    see ``nms_per_group``.
     """
     n, a, k_cls = scores.shape
     k = min(cfg.topk_candidates, a * k_cls)
     cand, top_scores, labels, batch_index = topk_candidates(boxes, scores, k)
-    keep = _nms_per_group(cand, top_scores, labels, batch_index, k, k_cls, cfg.nms_thresh)
+    keep = nms_per_group(cand, top_scores, labels, batch_index, k, k_cls, cfg.nms_thresh)
     keep = keep[top_scores[keep] > cfg.score_thresh]
     # candidates are numbered image by image, best first (top-k order): sorting the kept numbers groups them by
     # image in score order, whatever order NMS returned them in (unique keys: a sort that exports to ONNX)
@@ -95,7 +95,7 @@ def _grouped_nms_fake(boxes, scores, max_per_class, iou_threshold, score_thresho
     return scores.new_empty((torch.library.get_ctx().new_dynamic_size(), 3), dtype=torch.int64)
 
 
-def _nms_per_group(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, batch_index: torch.Tensor,
+def nms_per_group(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, batch_index: torch.Tensor,
                    k: int, num_classes: int, thresh: float) -> torch.Tensor:
     """Indices of the flat candidates (``k`` per image) kept by NMS inside each (image, class).
 
