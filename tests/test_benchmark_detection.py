@@ -51,7 +51,7 @@ def test_every_variant_composes(tag):
     assert cfg.model.channels_last is not tag.endswith("_nchw")
 
 
-def test_nms_benchmark_times_both_ways_on_the_same_candidates():
+def test_nms_benchmark_times_every_way_on_the_same_candidates():
     from mnv2_tasks.benchmarks import detection_nms
 
     args = detection_nms.parser().parse_args(["--rounds", "1", "--repeats", "1", "--warmup", "0", "--batches", "2", "--topk", "300"])

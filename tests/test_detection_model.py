@@ -285,6 +285,7 @@ def test_grouped_nms_is_nms_inside_each_image_and_class():
 def test_exported_detections_are_eager_detections_at_any_batch(tmp_path):
     """select_detections exports as one NonMaxSuppression per (image, class) that ONNX Runtime runs, keeping what eager
     PyTorch keeps (batched_nms), in the same order, at batch 1 and 4."""
+    import onnx
     import onnxruntime as ort
     from torch.export import Dim
 
@@ -302,8 +303,6 @@ def test_exported_detections_are_eager_detections_at_any_batch(tmp_path):
     torch.onnx.export(Select().eval(), (boxes[:2], scores[:2]), dynamo=True, opset_version=20, input_names=["boxes", "scores"],
                       dynamic_shapes=({0: batch}, {0: batch}), custom_translation_table=TRANSLATIONS).save(str(path))
     # one NonMaxSuppression whose scores have the class dimension (not the whole batch flattened into one class)
-    import onnx
-
     model = onnx.shape_inference.infer_shapes(onnx.load(str(path)))
     (node,) = [n for n in model.graph.node if n.op_type == "NonMaxSuppression"]
     shapes = {v.name: [d.dim_value or d.dim_param for d in v.type.tensor_type.shape.dim] for v in model.graph.value_info}

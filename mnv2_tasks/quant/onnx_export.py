@@ -15,8 +15,8 @@ import torch
 from torch import nn
 from torch.export import Dim
 
-from ..models.contract import pad_batch
 from ..models import detection_postprocess  # noqa: F401  (registers torch.ops.mnv2_tasks.grouped_nms)
+from ..models.contract import pad_batch
 from .pt2e import MAX_BATCH
 
 log = logging.getLogger(__name__)
