@@ -164,11 +164,14 @@ def float_net_from(ckpt: dict, path: str | Path) -> nn.Module:
 def load_model(ckpt_path: str | Path, map_location: str | torch.device = "cpu") -> nn.Module:
     """The plain inference ``nn.Module`` (eval mode) from a training checkpoint, with no Lightning around it.
 
-    ``net.task`` and ``net.input_spec`` (image size, normalisation, class names, category ids) come along.
+    ``net.task`` and ``net.input_spec`` (image size, normalisation, class names, category ids, and
+    ``channels_last``: the memory format evaluation ran in, which the network is put in) come along.
     """
     ckpt = read_checkpoint(ckpt_path)
     net = float_net_from(ckpt, ckpt_path)
     net.input_spec = ckpt["mnv2_tasks"].get("input") or {}
+    if net.input_spec.get("channels_last"):
+        net.to(memory_format=torch.channels_last)
     return net.to(map_location).eval()
 
 

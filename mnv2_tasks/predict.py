@@ -88,7 +88,8 @@ class Predictor:
             from .checkpoint import load_model
 
             net = load_model(path, self.device)
-            self.task, spec, self._run = net.task, net.input_spec, self._torch(net)
+            self.task, spec = net.task, net.input_spec
+            self._run = self._torch(net, bool(spec.get("channels_last")))
         elif path.suffix in (".pth", ".pt", ".safetensors"):
             net, spec = _imagenet_classifier(path)
             self.task, self._run = "classification", self._torch(net.to(self.device))
@@ -99,10 +100,13 @@ class Predictor:
         self.category_ids: list[int] | None = spec.get("category_ids")
         self.preprocess = EvalPreprocess(spec)
 
-    def _torch(self, net: torch.nn.Module) -> Callable[[torch.Tensor], Any]:
+    def _torch(self, net: torch.nn.Module, channels_last: bool = False) -> Callable[[torch.Tensor], Any]:
+        """``net`` on a batch, in the memory format evaluation ran in (the same kernels, so the same floats)."""
+        memory_format = torch.channels_last if channels_last else torch.contiguous_format
+
         @torch.inference_mode()
         def run(images: torch.Tensor):
-            return net(images.to(self.device))
+            return net(images.to(self.device).contiguous(memory_format=memory_format))
 
         return run
 

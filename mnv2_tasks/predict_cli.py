@@ -29,6 +29,7 @@ from typing import Iterator
 import numpy as np
 
 from .data.images import DataError, read_rgb
+from .metrics.coco_eval import xyxy_to_xywh
 
 __all__ = ["main", "frame_sources", "latency_summary"]
 
@@ -101,7 +102,7 @@ def json_records(name: str, pred: dict) -> list[dict] | dict:
     """What ``predictions.json`` holds for one frame (detection: COCO result records)."""
     rec: dict = {}
     if "boxes" in pred:
-        xywh = np.concatenate([pred["boxes"][:, :2], pred["boxes"][:, 2:] - pred["boxes"][:, :2]], 1)
+        xywh = xyxy_to_xywh(pred["boxes"])  # evaluation's boxes (val_predictions.json), rounded to 1e-3 pixel
         dets = [{"file_name": name, "category_id": int(c), "bbox": [round(float(v), 3) for v in b], "score": float(s)}
                 for b, s, c in zip(xywh, pred["scores"], pred["category_ids"])]
         if pred["task"] == "detection":

@@ -51,7 +51,8 @@ def ensure_embedded_backbone(
     """Path of a MobileNetV2 classifier checkpoint of ``width_mult`` trained on the embedded shapes.
 
     Trained through ``train(cfg)`` with ``overrides`` on first use (its run directory, with
-    ``metrics.json`` and ``curves.png``, is kept in the cache), then reused. The cache lives in
+    ``metrics.json`` and ``curves.png``, is kept in the cache), then reused; the checkpoint of the best
+    validation top-1 is the backbone. The cache lives in
     ``<data_dir>/pretrained/`` so that it goes wherever the data set goes.
     """
     from omegaconf import OmegaConf, open_dict
@@ -94,10 +95,12 @@ def ensure_embedded_backbone(
         if cfg.task != "classification":
             raise ValueError(f"pretrain overrides must compose a classification run, got task={cfg.task}")
         metrics = train(cfg)
-        last = run_dir / "checkpoints" / "last.ckpt"
-        if not last.is_file():
-            raise RuntimeError(f"the embedded pretraining wrote no {last}")
-        shutil.copyfile(last, run_dir / BACKBONE_FILE)
+        # the classifier of the best validation top-1 (on the classification shapes, which detection and
+        # segmentation never evaluate on), as a published ImageNet checkpoint is the recipe's chosen one
+        chosen = Path(metrics.get("best_ckpt") or run_dir / "checkpoints" / "last.ckpt")
+        if not chosen.is_file():
+            raise RuntimeError(f"the embedded pretraining wrote no {chosen}")
+        shutil.copyfile(chosen, run_dir / BACKBONE_FILE)
         (run_dir / "key.json").write_text(key)
         shutil.rmtree(entry, ignore_errors=True)
         os.replace(run_dir, entry)

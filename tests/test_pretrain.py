@@ -22,8 +22,14 @@ def test_embedded_backbone_is_trained_once_and_cached(shapes_root, tmp_path):
     mtime = ckpt.stat().st_mtime_ns
     again = ensure_embedded_backbone(0.35, data_dir, overrides=QUICK, accelerator="cpu", progress=False)
     assert again == ckpt and again.stat().st_mtime_ns == mtime  # reused, not retrained
-    other = ensure_embedded_backbone(0.35, data_dir, overrides=[*QUICK, "model.optimizer.lr=0.001"], accelerator="cpu", progress=False)
-    assert other != ckpt  # other settings, other cache entry
+    # other settings, other cache entry; the backbone is the best validation's checkpoint, not the last epoch's
+    # (monitoring the step, minimised, makes epoch 0 the best of 2)
+    other = ensure_embedded_backbone(0.35, data_dir, overrides=[*QUICK[:1], "trainer.max_epochs=2", *QUICK[2:],
+                                                                 "monitor.metric=step", "monitor.mode=min"],
+                                     accelerator="cpu", progress=False)
+    assert other != ckpt
+    chosen, last = (torch.load(f, map_location="cpu", weights_only=True) for f in (other, other.parent / "checkpoints" / "last.ckpt"))
+    assert chosen["epoch"] == 0 and last["epoch"] == 1
 
     # the checkpoint's classifier weights land in a backbone unchanged
     state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]

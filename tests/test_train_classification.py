@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -54,6 +55,18 @@ def test_resume_from_checkpoint_continues_epochs(make_cfg, tmp_path):
     metrics = train(cfg2)
     assert metrics["epochs"] == 2
     assert torch.load(f"{tmp_path}/resumed/checkpoints/last.ckpt", weights_only=True)["epoch"] == 1
+
+
+def test_last_checkpoint_is_the_last_epoch_when_the_best_is_earlier(make_cfg):
+    """last.ckpt is the end of training even when no later validation beats the first: monitoring the step,
+    minimised, makes epoch 0 the best for good (Lightning 2.6's save_last alone left last.ckpt at that epoch)."""
+    cfg = make_cfg(*TINY[:-1], "trainer.max_epochs=3", "monitor.metric=step", "monitor.mode=min")
+    train(cfg)
+    ckpts = Path(cfg.paths.output_dir, "checkpoints")
+    assert sorted(p.name for p in ckpts.glob("*.ckpt")) == ["best-000.ckpt", "last.ckpt"]
+    best, last = (torch.load(ckpts / n, weights_only=True) for n in ("best-000.ckpt", "last.ckpt"))
+    assert best["epoch"] == 0 and last["epoch"] == 2 and last["global_step"] == 3 * best["global_step"]
+    assert any(not torch.equal(last["state_dict"][k], v) for k, v in best["state_dict"].items() if v.is_floating_point())
 
 
 def test_resume_refuses_other_width(make_cfg, tmp_path):

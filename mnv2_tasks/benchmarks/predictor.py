@@ -39,7 +39,7 @@ def run(args) -> str:
         frame = (np.random.default_rng(0).random((160, 160, 3)) * 255).astype(np.uint8)
     predictor = Predictor(model, threads=args.threads)
     session, name = predictor._run.session, predictor._run.input_name
-    x = predictor.preprocess(frame).unsqueeze(0).numpy()
+    x = np.ascontiguousarray(predictor.preprocess(frame).unsqueeze(0).numpy())  # as the runner feeds it
     runs = {"ONNX Runtime session.run (preprocessed tensor)": lambda: session.run(None, {name: x}),
             "Predictor(frame): preprocessing + model + mapping back": lambda: predictor(frame)}
     meds: dict[str, list[float]] = {k: [] for k in runs}

@@ -43,24 +43,27 @@ class EvalPreprocess:
         else:
             self.transform = _size_pipeline(input_spec.get("image_size"), input_spec.get("mean") or IMAGENET_MEAN,
                                             input_spec.get("std") or IMAGENET_STD)
-        self._blob = _blob_params(self.transform.transforms)
+        self._fast = _fast_params(self.transform.transforms)
 
     def __call__(self, frame: np.ndarray) -> torch.Tensor:
         if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
             raise ValueError(f"expected an (H, W, 3) uint8 RGB frame, got shape {frame.shape} and dtype {frame.dtype}")
-        if self._blob is not None:  # the same resize and normalisation in one OpenCV call (equal within 1e-6)
+        if self._fast is not None:  # the same resize and the same normalisation table, in two OpenCV calls
             import cv2
 
-            params, size = self._blob
-            params.size = size or (frame.shape[1], frame.shape[0])
-            return torch.from_numpy(cv2.dnn.blobFromImageWithParams(frame, params)[0])
+            size, lut = self._fast
+            if size is not None and (frame.shape[1], frame.shape[0]) != size:
+                frame = cv2.resize(frame, size, interpolation=cv2.INTER_LINEAR)
+            # (h, w, 3) float32 viewed as (3, h, w), as ToTensorV2 gives it: channels-last in memory
+            return torch.from_numpy(cv2.LUT(np.ascontiguousarray(frame), lut)).permute(2, 0, 1)
         return torch.as_tensor(self.transform(image=frame)["image"]).float()
 
 
-def _blob_params(transforms) -> tuple | None:
-    """For the usual eval pipeline (an optional bilinear ``Resize``, ``Normalize``, ``ToTensorV2``): OpenCV's
-    ``blobFromImage`` parameters that compute it in one call, and the output (W, H) (``None``: the frame's);
-    ``None`` for any other pipeline, which then runs as it is."""
+def _fast_params(transforms) -> tuple | None:
+    """For the usual eval pipeline (an optional bilinear ``Resize``, ``Normalize``, ``ToTensorV2``): the output
+    (W, H) (``None``: the frame's) and the (1, 256, 3) float32 table that is the pipeline's own ``Normalize`` of every
+    uint8 value (albumentations normalises uint8 images through such a table), so the result is the pipeline's, bit
+    for bit; ``None`` for any other pipeline, which then runs as it is."""
     import cv2
     from albumentations.pytorch import ToTensorV2
 
@@ -74,13 +77,8 @@ def _blob_params(transforms) -> tuple | None:
             return None
         size = (int(r.width), int(r.height))
     norm = transforms[-2]
-    if norm.normalization != "standard" or norm.p != 1 or not hasattr(cv2.dnn, "Image2BlobParams"):
+    if norm.p != 1:
         return None
-    mean = np.asarray(norm.mean, dtype=np.float64) * norm.max_pixel_value
-    std = np.asarray(norm.std, dtype=np.float64) * norm.max_pixel_value
-    params = cv2.dnn.Image2BlobParams()
-    params.scalefactor = (*(1.0 / std), 0.0)
-    params.mean = (*mean, 0.0)
-    params.swapRB = False
-    params.ddepth = cv2.CV_32F
-    return params, size
+    ramp = np.repeat(np.arange(256, dtype=np.uint8)[None, :, None], 3, axis=2)  # (1, 256, 3): every value, every channel
+    lut = np.ascontiguousarray(np.asarray(A.Compose([norm])(image=ramp)["image"], dtype=np.float32))
+    return size, lut

@@ -22,7 +22,7 @@ import torch
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CocoEvaluator", "SUMMARY_KEYS", "evaluate_results", "to_coco_results"]
+__all__ = ["CocoEvaluator", "SUMMARY_KEYS", "evaluate_results", "to_coco_results", "xyxy_to_xywh"]
 
 SUMMARY_KEYS = ("mAP", "mAP50", "mAP75", "mAP_small", "mAP_medium", "mAP_large",
                 "AR1", "AR10", "AR100", "AR_small", "AR_medium", "AR_large")
@@ -57,14 +57,19 @@ def boxes_to_original(boxes, input_size: Sequence[int], orig_size: Sequence[int]
     return boxes
 
 
+def xyxy_to_xywh(boxes) -> np.ndarray:
+    """(M, 4) xyxy -> COCO's xywh, in float64 (what a results file records: evaluation's and ``tools/predict.py --json``'s)."""
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    return np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], 1)
+
+
 def to_coco_results(pred: dict, meta: dict, label_to_cat_id: Sequence[int]) -> list[dict]:
     """One image's detections (xyxy in input pixels, contiguous labels) -> COCO results (xywh, original size and ids)."""
     if torch.as_tensor(pred["boxes"]).numel() == 0:
         return []
     scores = torch.as_tensor(pred["scores"]).detach().float().cpu().reshape(-1)
     labels = torch.as_tensor(pred["labels"]).detach().cpu().reshape(-1).long()
-    boxes = boxes_to_original(pred["boxes"], meta.get("input_size", meta["orig_size"]), meta["orig_size"]).astype(np.float64)
-    xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], 1).tolist()
+    xywh = xyxy_to_xywh(boxes_to_original(pred["boxes"], meta.get("input_size", meta["orig_size"]), meta["orig_size"])).tolist()
     image_id = meta["image_id"]
     image_id = image_id.item() if hasattr(image_id, "item") else image_id
     return [

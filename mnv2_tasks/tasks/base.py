@@ -259,6 +259,8 @@ class TaskModule(L.LightningModule):
 
         dm = self.trainer.datamodule if self._trainer is not None else None
         inputs = {**self.input_spec, **(dm.input_spec() if dm is not None else {})}
+        # the memory format evaluation ran in: inference runs in it too, and so computes the same floats
+        inputs["channels_last"] = bool(self.channels_last)
         # update, not replace: callbacks (QAT) may have added entries before this hook runs
         checkpoint.setdefault("mnv2_tasks", {}).update(
             {"task": self.task_name, "net": self.net_spec, "input": inputs, "version": __version__}
