@@ -197,9 +197,14 @@ def test_fast_preprocessing_is_the_eval_pipeline_bit_for_bit():
     from mnv2_tasks.data.inference import EvalPreprocess, transform_spec
     from mnv2_tasks.data.transforms import classification_eval, compose
 
+    import albumentations as A
+    from albumentations.pytorch import ToTensorV2
+
+    per_image = A.Compose([A.Resize(64, 64), A.Normalize(normalization="image"), ToTensorV2()])  # no fixed table
     rng = np.random.default_rng(0)
     for spec, fast in (({"eval_transform": transform_spec(detection_pipeline([], 160))}, True), ({"image_size": None}, True),
-                       ({"eval_transform": transform_spec(compose(classification_eval(64)))}, False)):
+                       ({"eval_transform": transform_spec(compose(classification_eval(64)))}, False),
+                       ({"eval_transform": transform_spec(per_image)}, False)):
         pre = EvalPreprocess(spec)
         assert (pre._fast is not None) == fast
         for shape in ((160, 160, 3), (97, 131, 3), (300, 220, 3)):

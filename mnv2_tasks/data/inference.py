@@ -77,7 +77,7 @@ def _fast_params(transforms) -> tuple | None:
             return None
         size = (int(r.width), int(r.height))
     norm = transforms[-2]
-    if norm.p != 1:
+    if norm.normalization != "standard" or norm.p != 1:  # a fixed value per uint8 level (not the image's statistics)
         return None
     ramp = np.repeat(np.arange(256, dtype=np.uint8)[None, :, None], 3, axis=2)  # (1, 256, 3): every value, every channel
     lut = np.ascontiguousarray(np.asarray(A.Compose([norm])(image=ramp)["image"], dtype=np.float32))
