@@ -171,3 +171,19 @@ def test_exporter_refuses_wrong_task_width_and_onnx(make_cfg, tmp_path, capsys):
         export_checkpoint(ckpt, overrides=["model.net.width_mult=0.5", data])
     with pytest.raises(CheckpointError, match="already an ONNX file"):
         export_checkpoint(tmp_path / "last.int8.onnx")
+
+
+def test_predictor_benchmark_times_the_call_and_each_of_its_steps(classifier_files):
+    import argparse
+    import re
+
+    from mnv2_tasks.benchmarks.predictor import run
+
+    text = run(argparse.Namespace(model=str(classifier_files[4]), threads=1, rounds=2, repeats=3, warmup=1))
+    rows = re.findall(r"^\| (.+?) \| ([0-9.]+) \| ([0-9.]+) \|$", text, re.M)
+    assert [r[0] for r in rows] == ["ONNX Runtime session.run (preprocessed tensor)",
+                                    "Predictor(frame): preprocessing + model + mapping back",
+                                    "alone: preprocessing (the eval pipeline)", "alone: reading the outputs back",
+                                    "alone: mapping back to the frame"]
+    assert all(0 < float(p50) <= float(p99) for _, p50, p99 in rows)
+    assert re.search(r"API overhead: -?[0-9.]+ ms = -?[0-9.]+% of the model's time; the Predictor's steps alone: [0-9.]+ ms", text)
