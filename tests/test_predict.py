@@ -193,12 +193,12 @@ def test_curves_are_grouped_and_constant_series_left_out(tmp_path):
 
 def test_fast_preprocessing_is_the_eval_pipeline_bit_for_bit():
     """The Predictor's OpenCV fast path computes exactly the recorded albumentations pipeline (any frame size)."""
+    import albumentations as A
+    from albumentations.pytorch import ToTensorV2
+
     from mnv2_tasks.data.det_transforms import detection_pipeline
     from mnv2_tasks.data.inference import EvalPreprocess, transform_spec
     from mnv2_tasks.data.transforms import classification_eval, compose
-
-    import albumentations as A
-    from albumentations.pytorch import ToTensorV2
 
     per_image = A.Compose([A.Resize(64, 64), A.Normalize(normalization="image"), ToTensorV2()])  # no fixed table
     rng = np.random.default_rng(0)
