@@ -7,7 +7,7 @@ thin scripts of a checkout (``train.py``, ``tools/*.py``):
     mnv2-predict <model> <images|video|0>      # python tools/predict.py ...
     mnv2-benchmark --task deploy               # python tools/benchmark.py ...
 
-The Hydra configuration ships inside the package (``mnv2_tasks/conf``), so these work from any
+The Hydra configuration (``conf/`` in a checkout) ships inside the wheel as ``mnv2_tasks/conf``, so these work from any
 directory after ``pip install``; runs go to ``./outputs/<task>/<time>``. Your own config groups
 and ``experiment=`` files: ``mnv2-train --config-dir /my/conf experiment=mine`` (or
 ``hydra.searchpath=[file:///my/conf]``) adds a directory to Hydra's search path.
@@ -22,10 +22,12 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from .config import CONF_DIR
+
 __all__ = ["train_main", "eval_main", "export_main", "predict_main", "benchmark_main"]
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def train_main(cfg: DictConfig) -> float | None:
     """Train a task (``conf/train.yaml``); returns the value of ``optimized_metric`` for Hydra's sweepers."""
     from .train import train
@@ -35,7 +37,7 @@ def train_main(cfg: DictConfig) -> float | None:
     return metrics.get(key) if key else None
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="eval")
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="eval")
 def eval_main(cfg: DictConfig) -> None:
     """Evaluate a model file on the validation set (``conf/eval.yaml``); print and write ``eval_metrics.json``."""
     from .evaluate import evaluate, write_metrics

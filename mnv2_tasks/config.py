@@ -7,7 +7,16 @@ from typing import Sequence
 
 __all__ = ["CONF_DIR", "compose_train_config"]
 
-CONF_DIR = Path(__file__).resolve().parent / "conf"  # shipped inside the package
+
+
+def _conf_dir() -> Path:
+    """``conf/`` at the top of a checkout (and of an editable install), or ``mnv2_tasks/conf`` inside a wheel."""
+    package = Path(__file__).resolve().parent
+    shipped = package / "conf"
+    return shipped if (shipped / "train.yaml").is_file() else package.parent / "conf"
+
+
+CONF_DIR = _conf_dir()
 
 
 def compose_train_config(overrides: Sequence[str], config_name: str = "train"):

@@ -10,7 +10,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, open_dict
 
-CONF_DIR = str(Path(__file__).resolve().parents[1] / "mnv2_tasks" / "conf")
+CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
 # small but real: every loader runs on files in the real formats
 TEST_SHAPES_KW = dict(num_train=24, num_val=12, image_size=96, cls_per_class_train=12, cls_per_class_val=6, cls_image_size=48)

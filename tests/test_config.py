@@ -8,7 +8,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-CONF = Path(__file__).resolve().parents[1] / "mnv2_tasks" / "conf"
+CONF = Path(__file__).resolve().parents[1] / "conf"
 TASKS = sorted(p.stem for p in (CONF / "task").glob("*.yaml"))
 
 

@@ -25,7 +25,13 @@ def test_console_scripts_and_shipped_configs_are_declared():
         assert callable(getattr(importlib.import_module(module), func))
     from mnv2_tasks.config import CONF_DIR
 
-    assert CONF_DIR.parent == ROOT / "mnv2_tasks" and (CONF_DIR / "train.yaml").is_file()
+    # conf/ at the top of the checkout; no YAML left inside the package's source
+    assert CONF_DIR == ROOT / "conf" and (CONF_DIR / "train.yaml").is_file()
+    assert not list((ROOT / "mnv2_tasks").rglob("*.yaml"))
+    # every subpackage is listed for the wheel (setuptools' explicit list, since conf/ is mapped into the package)
+    listed = set(meta["tool"]["setuptools"]["packages"])
+    on_disk = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "mnv2_tasks").rglob("__init__.py")}
+    assert on_disk | {"mnv2_tasks.conf"} == listed
 
 
 @pytest.mark.slow  # ~20 s: keeps `make test` near 3 minutes; CI runs it
@@ -35,7 +41,8 @@ def test_wheel_installs_and_trains_outside_the_checkout(tmp_path, shapes_root):
     # build from a copy of the sources, so that the build leaves nothing in the checkout
     import shutil
 
-    shutil.copytree(ROOT / "mnv2_tasks", src / "mnv2_tasks", ignore=shutil.ignore_patterns("__pycache__"))
+    for d in ("mnv2_tasks", "conf"):
+        shutil.copytree(ROOT / d, src / d, ignore=shutil.ignore_patterns("__pycache__"))
     for f in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / f, src / f)
     build = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(wheels), str(src)]
