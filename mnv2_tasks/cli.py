@@ -58,13 +58,12 @@ EXPORT_HELP = """Export a checkpoint of this package for its deployment targets,
     mnv2-export det.ckpt --outputs decoded       # decoded boxes + per-class scores, no NMS
     mnv2-export seg.ckpt --outputs argmax        # (N, H, W) int64 masks instead of logits
     mnv2-export last.ckpt data.root=/data/coco   # data overrides: where the val/calibration images are
-    mnv2-export last.ckpt --format openvino       # OpenVINO IR (.xml + .bin)
-    mnv2-export last.ckpt --format executorch     # ExecuTorch .pte, XNNPACK delegate
-    mnv2-export last.ckpt --format tensorrt --precision int8   # symmetric Q/DQ .trt.onnx for TensorRT
+    mnv2-export last.ckpt --format <target>[,<target>...]    # the targets below
     mnv2-export last.ckpt --format all            # every target from one int8 scheme
 
-The task, network and input size come from the checkpoint; every file is run in its runtime
-(ONNX Runtime, OpenVINO, ExecuTorch; the TensorRT file in ONNX Runtime) at batch 1 and batch
+{targets}
+
+The task, network and input size come from the checkpoint; every file is run in its runtime at batch 1 and batch
 --check-images against PyTorch and the differences are printed. An int8 export of a QAT
 checkpoint needs targets its QAT scheme serves (quant.targets at training time).
 """
@@ -73,11 +72,16 @@ checkpoint needs targets its QAT scheme serves (quant.targets at training time).
 def export_parser() -> argparse.ArgumentParser:
     from .quant.onnx_export import OPSET
 
-    p = argparse.ArgumentParser(prog="mnv2-export", description=EXPORT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from .quant.targets import TARGETS
+
+    targets = "\n".join(f"  {t.name:<12} {t.display}: {', '.join(t.file('<stem>', p) for p in t.precisions)}"
+                         + (f" (pip install 'mnv2_tasks[{t.extra}]')" if t.extra else "") for t in TARGETS.values())
+    p = argparse.ArgumentParser(prog="mnv2-export", description=EXPORT_HELP.format(targets="deployment targets:\n" + targets),
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("ckpt", help="training checkpoint (.ckpt) of this package: float or QAT")
     p.add_argument("--precision", choices=["fp32", "int8", "both"], default="both")
-    p.add_argument("--format", default="onnx", help="deployment target(s), comma-separated: onnx, openvino, executorch, "
-                   "tensorrt, or all (default: onnx)")
+    p.add_argument("--format", default="onnx", help=f"deployment target(s), comma-separated: {', '.join(TARGETS)}, "
+                   "or all (default: onnx)")
     p.add_argument("--outputs", default=None, help="classification: logits; detection: nms (default) or decoded; "
                    "segmentation: logits (default) or argmax; multitask: nms+logits (default) or nms+argmax")
     p.add_argument("--postprocess", choices=["eval", "deploy"], default=None,

@@ -48,10 +48,10 @@ def evaluate(cfg: DictConfig) -> dict:
     datamodule.prepare_data()
     datamodule.setup("validate")
     data_spec = datamodule.input_spec()
-    from .quant.model_file import MODEL_FILE_SUFFIXES
     from .quant.runners import open_model
+    from .quant.targets import model_suffixes
 
-    if ckpt.suffix in MODEL_FILE_SUFFIXES:
+    if ckpt.name.endswith(tuple(model_suffixes())):
         fn = open_model(ckpt, task=module.task_name)
         model_spec = fn.input_spec
     else:

@@ -30,10 +30,16 @@ from .checkpoint import CheckpointError
 from .data.inference import EvalPreprocess
 from .metrics.coco_eval import boxes_to_original
 
-__all__ = ["Predictor", "MODEL_SUFFIXES", "frame_result"]
+__all__ = ["Predictor", "model_suffixes", "frame_result"]
 
-EXPORTED_SUFFIXES = (".onnx", ".xml", ".pte")  # quant.model_file.MODEL_FILE_SUFFIXES, without importing the runtimes
-MODEL_SUFFIXES = (".ckpt", *EXPORTED_SUFFIXES, ".pth", ".pt", ".safetensors")
+WEIGHT_SUFFIXES = (".pth", ".pt", ".safetensors")
+
+
+def model_suffixes() -> list[str]:
+    """Every model file the Predictor takes: checkpoints, each deployment target's files, weight files."""
+    from .quant.targets import model_suffixes as exported
+
+    return [".ckpt", *exported(), *WEIGHT_SUFFIXES]
 
 
 def _imagenet_classifier(path: Path) -> tuple[torch.nn.Module, dict]:
@@ -72,11 +78,13 @@ class Predictor:
     def __init__(self, model: str | Path, device: str = "cpu", threads: int = 2) -> None:
         path = Path(model)
         if not path.is_file():
-            raise CheckpointError(f"{path}: model file not found; pass one of {', '.join(MODEL_SUFFIXES)}")
+            raise CheckpointError(f"{path}: model file not found; pass one of {', '.join(model_suffixes())}")
         self.path, self.device = path, torch.device(device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError("--device cuda: no CUDA device here; use --device cpu")
-        if path.suffix in EXPORTED_SUFFIXES:  # .onnx, .xml (OpenVINO), .pte (ExecuTorch)
+        from .quant.targets import model_suffixes as exported
+
+        if path.name.endswith(tuple(exported())):  # a deployment target's file (quant.targets.TARGETS)
             from .quant.runners import open_model
 
             ort = open_model(path, threads)
@@ -90,11 +98,11 @@ class Predictor:
             net = load_model(path, self.device)
             self.task, spec = net.task, net.input_spec
             self._run = self._torch(net, bool(spec.get("channels_last")))
-        elif path.suffix in (".pth", ".pt", ".safetensors"):
+        elif path.suffix in WEIGHT_SUFFIXES:
             net, spec = _imagenet_classifier(path)
             self.task, self._run = "classification", self._torch(net.to(self.device))
         else:
-            raise CheckpointError(f"{path}: unknown model file type {path.suffix!r}; pass one of {', '.join(MODEL_SUFFIXES)}")
+            raise CheckpointError(f"{path}: unknown model file type {path.suffix!r}; pass one of {', '.join(model_suffixes())}")
         self.input_spec = spec
         self.class_names: list[str] | None = spec.get("class_names")
         self.category_ids: list[int] | None = spec.get("category_ids")

@@ -18,7 +18,8 @@ from mnv2_tasks.quant.deploy import DeployModule, export_deploy
 from mnv2_tasks.quant.runners import open_model
 from mnv2_tasks.quant.parity import compare_outputs
 from mnv2_tasks.quant.pt2e import calibrate, convert, prepare
-from mnv2_tasks.quant.targets import TargetError, check_targets, check_tensorrt_qdq, scheme_for, write_targets
+from mnv2_tasks.quant.targets import TargetError, check_targets, scheme_for, write_targets
+from mnv2_tasks.quant.tensorrt_target import check_tensorrt_qdq
 
 from test_quant import data_bn, real_images
 
@@ -213,3 +214,38 @@ def test_qat_with_every_target_writes_and_evaluates_each_in_its_runtime(make_cfg
     frame = (np.random.default_rng(0).random((90, 120, 3)) * 255).astype(np.uint8)
     a, b = Predictor(out / "model.int8.pte")(frame), Predictor(out / "model.int8.onnx")(frame)
     assert a["boxes"].shape[1] == 4 and len(a["scores"]) > 0 and len(b["scores"]) > 0
+
+
+def test_a_new_runtime_is_its_module_plus_one_record(classifier, tmp_path, monkeypatch, capsys):
+    """A toy target (tests/toy_target.py) registered as one record: every place that lists, writes, opens,
+    evaluates or benchmarks targets takes it, with nothing else edited."""
+    from mnv2_tasks.benchmarks.deploy import _variants
+    from mnv2_tasks.cli import export_parser
+    from mnv2_tasks.predict import Predictor, model_suffixes
+    from mnv2_tasks.quant.model_file import file_bytes
+    from mnv2_tasks.quant.targets import TARGETS, target_of_file
+    from toy_target import TOY, ToyModel
+
+    monkeypatch.setitem(TARGETS, "toy", TOY)
+    net, images = classifier
+    assert check_targets("all")[-1] == "toy" and scheme_for(["onnx", "toy"]) == "u8"
+    assert ".toy.pt2" in model_suffixes() and target_of_file(tmp_path / "m.int8.toy.pt2") is TOY
+    assert ("Toy (torch.export)", "int8", "toy") in _variants(["toy"])
+    assert "toy" in export_parser().format_help()
+    q = _ptq(net, images, scheme_for(["onnx", "toy"]))
+    for precision, core in (("fp32", None), ("int8", q)):
+        files = write_targets(["onnx", "toy"], core, net, images[:2], tmp_path, precision, {"mnv2_input": "{}"})
+        assert files["toy"].name == f"model.{precision}.toy.pt2" and file_bytes(files["toy"]) > 0
+        model = open_model(files["toy"])
+        assert isinstance(model, ToyModel) and model.target is TOY and model.task == "classification"
+        rep = compare_outputs(DeployModule(core, net, "logits"), model, images[:3])["logits"]
+        assert rep["max_abs"] <= 1e-4 * max(rep["scale"], 1.0), rep
+        # the same numbers as the ONNX Runtime file of the same core (fp32 exactly enough; int8 on the same grid)
+        ort = open_model(files["onnx"]).run(images[:3])["logits"]
+        np.testing.assert_allclose(model.run(images[:3])["logits"], ort, atol=1e-3 if core is None else 0.05)
+    # the Predictor opens it by its suffix
+    frame = (np.random.default_rng(0).random((60, 70, 3)) * 255).astype(np.uint8)
+    assert Predictor(files["toy"])(frame)["probs"].shape == (4,)
+    # an unknown suffix still names every target's
+    with pytest.raises(ValueError, match=r"\.toy\.pt2"):
+        open_model(tmp_path / "m.tflite")

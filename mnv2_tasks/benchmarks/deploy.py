@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..quant.model_file import file_bytes
+from ..quant.model_file import ExportedModel, file_bytes
 from .common import cpu_int8_flags, times_ms, timing_parser
 
 DEFAULT_SIZE = {"classification": 224, "detection": 320, "segmentation": 512}
@@ -50,8 +50,10 @@ def add_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--deploy-calibration-images", type=int, default=32)
     g.add_argument("--deploy-data-dir", default=None, help="embedded data root (paths.data_dir)")
     g.add_argument("--deploy-out", default=None, help="keep the exported files here")
-    g.add_argument("--formats", default="onnx", help="runtimes besides PyTorch, comma-separated: onnx, openvino, "
-                   "executorch, tensorrt, or all (ORT fp32 is always measured: the ratios' reference)")
+    from ..quant.targets import TARGETS
+
+    g.add_argument("--formats", default="onnx", help=f"runtimes besides PyTorch, comma-separated: {', '.join(TARGETS)}, "
+                   "or all (ORT fp32 is always measured: the ratios' reference)")
     g.add_argument("--json", default=None, help="also write the rows to this JSON file")
     g.add_argument("--profile", action="store_true", help="per-op profile of the fastest int8 runtime (top 12 ops)")
 
@@ -103,58 +105,37 @@ def _size_mb(path: Path) -> float:
     return file_bytes(path) / 2**20
 
 
+REFERENCE = "onnx"  # the target whose fp32 file every ratio is measured against (ONNX Runtime fp32)
+ORT_QUANTIZER = "ONNX Runtime (ORT quantize_static)"
+
+
 def _variants(formats: list[str]) -> list[tuple[str, str, str | None]]:
-    """(runtime, precision, target) rows in table order; target None: PyTorch or ORT's own quantizer."""
-    rows = [("PyTorch eager", "fp32", None), ("ONNX Runtime", "fp32", "onnx"), ("ONNX Runtime", "int8", "onnx"),
-            ("ONNX Runtime (ORT quantize_static)", "int8", None)]
-    if "openvino" in formats:
-        rows += [("OpenVINO", "fp32", "openvino"), ("OpenVINO", "int8", "openvino")]
-    if "executorch" in formats:
-        rows += [("ExecuTorch XNNPACK", "fp32", "executorch"), ("ExecuTorch XNNPACK", "int8", "executorch")]
-    if "tensorrt" in formats:
-        rows += [("TensorRT-ready Q/DQ (in ORT)", "int8", "tensorrt")]
+    """(runtime, precision, target) rows in table order, from the target records; target None: PyTorch or ORT's own quantizer."""
+    from ..quant.targets import TARGETS
+
+    rows: list[tuple[str, str, str | None]] = [("PyTorch eager", "fp32", None)]
+    for name in [REFERENCE, *[t for t in formats if t != REFERENCE]]:
+        spec = TARGETS[name]
+        rows += [(spec.display, p, name) for p in spec.precisions]
+        if name == REFERENCE:
+            rows.append((ORT_QUANTIZER, "int8", None))
     return rows
 
 
 def _profile(model, x: torch.Tensor, top: int = 12) -> str:
-    """The slowest ops of an OpenVINO or ONNX Runtime model on ``x`` (20 runs)."""
-    from collections import defaultdict
-
-    totals: dict[str, float] = defaultdict(float)
-    if model.runtime == "openvino":
-        from ..quant.openvino_runtime import _openvino
-
-        core = _openvino().Core()
-        cm = core.compile_model(core.read_model(str(model.path)), "CPU",
-                                {"PERF_COUNT": True, "INFERENCE_NUM_THREADS": 2, "INFERENCE_PRECISION_HINT": "f32"})
-        req = cm.create_infer_request()
-        for _ in range(20):
-            req.infer({0: x.numpy()})
-            for info in req.get_profiling_info():
-                totals[f"{info.node_type} [{info.exec_type}]"] += info.real_time.total_seconds() * 1000 / 20
-    else:
-        import onnxruntime as ort
-
-        import tempfile
-
-        so = ort.SessionOptions()
-        so.enable_profiling = True
-        so.intra_op_num_threads = 2
-        with tempfile.TemporaryDirectory() as tmp:  # ORT writes its trace file; keep it out of the cwd
-            so.profile_file_prefix = str(Path(tmp) / "ort_profile")
-            sess = ort.InferenceSession(str(model.path), so, providers=["CPUExecutionProvider"])
-            for _ in range(20):
-                sess.run(None, {sess.get_inputs()[0].name: x.numpy()})
-            trace = json.loads(Path(sess.end_profiling()).read_text())
-        for ev in trace:
-            if ev.get("cat") == "Node" and ev["name"].endswith("_kernel_time"):
-                totals[ev["args"].get("op_name", "?")] += ev["dur"] / 1000 / 20
+    """The slowest ops of an exported model on ``x`` (20 runs, its runtime's profiler)."""
+    totals = model.profile(x.numpy(), 20)
     total = sum(totals.values()) or 1.0
-    lines = [f"per-op profile of {model.runtime} int8 ({model.path.name}), batch {x.shape[0]}, ms per run:", "",
+    lines = [f"per-op profile of {model.target.display} int8 ({model.path.name}), batch {x.shape[0]}, ms per run:", "",
              "| op | ms | share |", "|---|---:|---:|"]
     for name, ms in sorted(totals.items(), key=lambda kv: -kv[1])[:top]:
         lines.append(f"| {name} | {ms:.3f} | {ms / total:.0%} |")
     return "\n".join(lines)
+
+
+def _profiles(model) -> bool:
+    """Whether ``model``'s runtime has a per-op profiler (its runner overrides ``ExportedModel.profile``)."""
+    return type(model).profile is not ExportedModel.profile
 
 
 def bench_task(task: str, args, opts) -> tuple[str, list[dict]]:
@@ -196,7 +177,7 @@ def bench_task(task: str, args, opts) -> tuple[str, list[dict]]:
 
     def int8_core(target: str):
         """The QAT graph where its scheme suits the target (and the size is the trained one), else PTQ."""
-        use_qat = prepared is not None and qat_scheme in TARGETS[target]["schemes"] and size == val_example.shape[-1]
+        use_qat = prepared is not None and qat_scheme in TARGETS[target].schemes and size == val_example.shape[-1]
         scheme = qat_scheme if use_qat else scheme_for([target])  # the target's own fastest scheme
         key = f"{'qat' if use_qat else 'ptq'}_{scheme}"
         if key not in cores:
@@ -207,7 +188,7 @@ def bench_task(task: str, args, opts) -> tuple[str, list[dict]]:
     files: dict[tuple[str, str], Path] = {}
     sources: dict[tuple[str, str], str] = {}
     needed = sorted({t for _, _, t in _variants(formats) if t}, key=list(TARGETS).index)
-    fp32 = write_targets([t for t in needed if t != "tensorrt"], None, net, lat_example, out_dir, "fp32", stem=task)
+    fp32 = write_targets(needed, None, net, lat_example, out_dir, "fp32", stem=task)  # targets with an fp32 file
     for runtime, precision, target in _variants(formats):
         if precision == "fp32" and target:
             files[(runtime, precision)] = fp32[target]
@@ -215,8 +196,8 @@ def bench_task(task: str, args, opts) -> tuple[str, list[dict]]:
             core, key = int8_core(target)
             files[(runtime, precision)] = write_targets([target], core, net, lat_example, out_dir, "int8", stem=f"{task}_{key}")[target]
             sources[(runtime, precision)] = key.replace("_", " ")
-    ortq = ("ONNX Runtime (ORT quantize_static)", "int8")
-    files[ortq] = _ort_static_ptq(fp32["onnx"], out_dir / f"{task}.ortq.onnx", resized)
+    ortq = (ORT_QUANTIZER, "int8")
+    files[ortq] = _ort_static_ptq(fp32[REFERENCE], out_dir / f"{task}.ortq.onnx", resized)
     sources[ortq] = "ptq u8"
 
     models = {k: open_model(p, args.threads) for k, p in files.items()}
@@ -254,7 +235,8 @@ def bench_task(task: str, args, opts) -> tuple[str, list[dict]]:
                          "p50_ms": round(statistics.median(statistics.median(r) for r in runs), 3),
                          "p99_ms": round(float(np.percentile([t for r in runs for t in r], 99)), 3),
                          "size_mb": round(size_mb, 3), "metric": metric, "source": sources.get(key, "")})
-    ref = {r["batch"]: r["p50_ms"] for r in rows if r["runtime"] == "ONNX Runtime" and r["precision"] == "fp32"}
+    ref_name = TARGETS[REFERENCE].display
+    ref = {r["batch"]: r["p50_ms"] for r in rows if r["runtime"] == ref_name and r["precision"] == "fp32"}
     head = (f"{task} at {size}x{size}, {args.threads} threads, CPU int8 path: {cpu_int8_flags()}"
             + (f", checkpoint {ckpt}" if ckpt else ", untrained weights"))
     if ckpt and tuple(val_example.shape[-2:]) != (size, size):
@@ -269,7 +251,7 @@ def bench_task(task: str, args, opts) -> tuple[str, list[dict]]:
                      + f" | {ref[batches[0]] / r0['p50_ms']:.2f}x | {r0['size_mb']:.2f} | "
                      + (f"{r0['metric']:.4f}" if r0["metric"] is not None else "") + " |")
     if getattr(opts, "profile", False):
-        int8 = [r for r in rows if r["precision"] == "int8" and r["batch"] == batches[0] and r["runtime"].startswith(("OpenVINO", "ONNX Runtime"))]
+        int8 = [r for r in rows if r["precision"] == "int8" and r["batch"] == batches[0] and _profiles(models[(r["runtime"], "int8")])]
         best = min(int8, key=lambda r: r["p50_ms"])
         lines += ["", _profile(models[(best["runtime"], "int8")], inputs[batches[0]])]
     return "\n".join(lines), rows

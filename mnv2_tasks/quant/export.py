@@ -3,8 +3,8 @@
 ``export_checkpoint`` is what ``tools/export.py`` runs: the task, network and input size come from
 the checkpoint; its task's data config (plus ``key=value`` overrides) gives the validation images
 the export is checked on and, for an int8 export of a float checkpoint, the training images PTQ
-calibrates on (in the scheme the targets take, ``targets.scheme_for``). Every file (ONNX, OpenVINO
-IR, ExecuTorch ``.pte``, TensorRT-ready ONNX) is run in its runtime at batch 1 and batch
+calibrates on (in the scheme the targets take, ``targets.scheme_for``). Every target's file
+(``targets.TARGETS``) is run in its runtime at batch 1 and batch
 ``check_images`` against PyTorch (fp32: the float network; int8: the converted PT2E graph in PyTorch).
 """
 
@@ -33,7 +33,6 @@ from .targets import TargetError, check_targets, scheme_for, targets_metadata, w
 __all__ = ["load_for_export", "export_checkpoint", "export_datamodule"]
 
 _QAT_GRAPH_PREFIX = "net.graph."
-RUNTIME_NAMES = {"onnxruntime": "ONNX Runtime", "openvino": "OpenVINO", "executorch": "ExecuTorch"}
 
 
 def load_for_export(ckpt_path: str | Path, example_loader: Callable[[], torch.Tensor] | None = None,
@@ -164,11 +163,11 @@ def export_checkpoint(
             reference = DeployModule(core, float_net, model.format).eval()
             checks = {f"batch {n}": compare_outputs(reference, model, val_images[:n]) for n in sorted({1, len(val_images)})}
             size = file_bytes(path)
-            report_to(f"== {path} ({size / 2**20:.2f} MB, {model.runtime}, outputs {model.format}, dynamic batch, "
+            report_to(f"== {path} ({size / 2**20:.2f} MB, {model.target.display}, outputs {model.format}, dynamic batch, "
                       f"input {list(example.shape[1:])})")
             for name, rep in checks.items():
-                report_to(format_report(f"{RUNTIME_NAMES[model.runtime]} vs {what}, {name}", rep))
-            report["files"][f"{target}_{p}"] = {"path": str(path), "bytes": size, "runtime": model.runtime, "checks": checks}
+                report_to(format_report(f"{model.target.display} vs {what}, {name}", rep))
+            report["files"][f"{target}_{p}"] = {"path": str(path), "bytes": size, "runtime": model.target.display, "checks": checks}
     return report
 
 

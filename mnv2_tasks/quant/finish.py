@@ -3,8 +3,7 @@
 Every metric goes through the task module's own metric code (``evaluate_with``):
 ``torch_fp32_*`` (the float network), ``torch_int8_*`` (the converted PT2E graph in PyTorch),
 and ``<target>_<precision>_*`` for each file of each deployment target (``quant.targets``,
-``targets.py``) run in its own runtime: ``onnx_int8_*`` (ONNX Runtime), ``openvino_int8_*``,
-``executorch_int8_*`` (XNNPACK) and ``tensorrt_int8_*`` (the TensorRT-ready file, in ONNX Runtime).
+``targets.TARGETS``) run in its own runtime: ``onnx_int8_*`` (ONNX Runtime), and so on for every target.
 """
 
 from __future__ import annotations
@@ -108,7 +107,7 @@ class QuantCallback(Callback):
         evaluate: evaluate each in its runtime on the validation set (``<target>_{fp32,int8}_<metric>``).
         output_dir: where the files go (default: the trainer's root dir, the run dir).
         ort_threads: threads of the evaluating runtimes.
-        targets: deployment targets (``targets.TARGETS``: onnx, openvino, executorch, tensorrt; or ``all``).
+        targets: deployment targets (names in ``targets.TARGETS``, or ``all``).
         scheme: int8 scheme (``u8``, ``s8``, ``s8sym``); ``auto``: the first every target takes.
     """
 

@@ -1,6 +1,6 @@
 """What every exported model file shares, whichever runtime runs it (``runners.open_model`` opens one by suffix).
 
-An exported file (``.onnx`` in ONNX Runtime, ``.xml`` in OpenVINO, ``.pte`` in ExecuTorch)
+An exported file (one per deployment target, ``targets.TARGETS``)
 records its task, output format (``models/export_formats.py``) and input spec in its own
 metadata. ``ExportedModel(path)(images)`` returns what the PyTorch network returns in eval mode,
 read back by that format, so ``TaskModule.evaluate_with(open_model(path), loader)`` scores the
@@ -18,10 +18,7 @@ import torch
 
 from ..models.export_formats import outputs_from_export
 
-__all__ = ["ExportedModel", "MODEL_FILE_SUFFIXES", "file_bytes"]
-
-# file suffix -> runtime that runs it (tools/eval.py, tools/predict.py and the benchmarks accept all of them)
-MODEL_FILE_SUFFIXES = {".onnx": "onnxruntime", ".xml": "openvino", ".pte": "executorch"}
+__all__ = ["ExportedModel", "file_bytes"]
 
 
 class ExportedModel:
@@ -59,12 +56,16 @@ class ExportedModel:
         except (KeyError, ValueError) as e:
             raise ValueError(f"{self.path}: {e}") from None
 
+    def profile(self, x: np.ndarray, runs: int = 20) -> dict[str, float]:
+        """Milliseconds per run of each op on ``x``, where the runtime has a profiler."""
+        raise NotImplementedError(f"{self.path}: no per-op profiler for this runtime")
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.path)!r}, task={self.task}, outputs={self.format})"
 
 
 def file_bytes(path: str | Path) -> int:
-    """Bytes of an exported model: the file, plus its ``.bin`` weights for OpenVINO IR."""
-    path = Path(path)
-    files = [path, path.with_suffix(".bin")] if path.suffix == ".xml" else [path]
-    return sum(f.stat().st_size for f in files if f.is_file())
+    """Bytes of an exported model: the file and the companions its target declares (OpenVINO's ``.bin``)."""
+    from .targets import target_of_file
+
+    return sum(f.stat().st_size for f in target_of_file(path).files_of(path) if f.is_file())

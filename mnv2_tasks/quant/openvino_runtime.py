@@ -18,7 +18,7 @@ import numpy as np
 from .model_file import ExportedModel
 from .onnx_export import check_onnx_file, onnx_metadata
 
-__all__ = ["write_openvino", "OvModel", "ov_compile", "META_KEY"]
+__all__ = ["write_openvino", "write_target", "OvModel", "ov_compile", "META_KEY"]
 
 META_KEY = "mnv2_tasks_meta"
 
@@ -50,6 +50,11 @@ def write_openvino(onnx_path: str | Path, xml_path: str | Path, static_batch: in
     return xml_path
 
 
+def write_target(job, path: Path) -> Path:
+    """The OpenVINO target's file: the job's ONNX file (uint8 activations) converted to IR at ``path``."""
+    return write_openvino(job.onnx_file(), path)
+
+
 def ov_compile(model_or_path, threads: int = 2, precision: str = "f32"):
     """Compile for the CPU: ``threads`` inference threads, latency hint, ``precision`` (f32 | bf16 | f16) for float ops."""
     ov = _openvino()
@@ -66,7 +71,7 @@ class OvModel(ExportedModel):
 
     def __init__(self, path: str | Path, threads: int = 2) -> None:
         ov = _openvino()
-        self.path = Path(path)
+        self.path, self.threads = Path(path), threads
         if not self.path.is_file() or not self.path.with_suffix(".bin").is_file():
             raise FileNotFoundError(f"{self.path}: OpenVINO IR needs the .xml and its .bin side by side; "
                                     "export one with tools/export.py --format openvino")
@@ -84,3 +89,18 @@ class OvModel(ExportedModel):
     def _run(self, x: np.ndarray) -> list:
         res = self.request.infer({0: x})
         return [res[o] for o in self.compiled.outputs]
+
+    def profile(self, x: np.ndarray, runs: int = 20) -> dict[str, float]:
+        """Milliseconds per run of each node type [kernel] on ``x`` (OpenVINO's performance counters, ``runs`` runs)."""
+        from collections import defaultdict
+
+        core = _openvino().Core()
+        cm = core.compile_model(core.read_model(str(self.path)), "CPU",
+                                {"PERF_COUNT": True, "INFERENCE_NUM_THREADS": self.threads, "INFERENCE_PRECISION_HINT": "f32"})
+        req = cm.create_infer_request()
+        totals: dict[str, float] = defaultdict(float)
+        for _ in range(runs):
+            req.infer({0: x})
+            for info in req.get_profiling_info():
+                totals[f"{info.node_type} [{info.exec_type}]"] += info.real_time.total_seconds() * 1000 / runs
+        return dict(totals)

@@ -16,7 +16,7 @@ import numpy as np
 from .model_file import ExportedModel
 from .onnx_export import check_onnx_file, onnx_metadata
 
-__all__ = ["OrtModel", "ort_session"]
+__all__ = ["OrtModel", "ort_session", "write_onnx"]
 
 
 def ort_session(path: str | Path, threads: int = 2):
@@ -30,6 +30,14 @@ def ort_session(path: str | Path, threads: int = 2):
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.log_severity_level = 3
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def write_onnx(job, path: Path) -> Path:
+    """The ONNX Runtime target's file: the job's ONNX file with uint8 activations (``ExportJob.onnx_file``)."""
+    written = job.onnx_file()
+    if Path(path) != written:
+        raise ValueError(f"ONNX Runtime's file is {written}, not {path}")
+    return written
 
 
 class OrtModel(ExportedModel):
@@ -49,3 +57,26 @@ class OrtModel(ExportedModel):
 
     def _run(self, x: np.ndarray) -> list:
         return self.session.run(None, {self.input_name: x})
+
+    def profile(self, x: np.ndarray, runs: int = 20) -> dict[str, float]:
+        """Milliseconds per run of each op type on ``x`` (ONNX Runtime's profiler, ``runs`` runs)."""
+        import json
+        import tempfile
+        from collections import defaultdict
+
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.enable_profiling = True
+        so.intra_op_num_threads = self.session.get_session_options().intra_op_num_threads
+        totals: dict[str, float] = defaultdict(float)
+        with tempfile.TemporaryDirectory() as tmp:  # ORT writes its trace file; keep it out of the cwd
+            so.profile_file_prefix = str(Path(tmp) / "ort_profile")
+            sess = ort.InferenceSession(str(self.path), so, providers=["CPUExecutionProvider"])
+            for _ in range(runs):
+                sess.run(None, {self.input_name: x})
+            trace = json.loads(Path(sess.end_profiling()).read_text())
+        for ev in trace:
+            if ev.get("cat") == "Node" and ev["name"].endswith("_kernel_time"):
+                totals[ev["args"].get("op_name", "?")] += ev["dur"] / 1000 / runs
+        return dict(totals)

@@ -1,4 +1,4 @@
-"""Deployment targets: which int8 scheme each runtime takes, what file each gets, and writing them.
+"""Deployment targets: one record per runtime, from which everything else derives.
 
 =============  ==========================  =================================  ==================
 target         runtime                     files (``<stem>.<precision>...``)  int8 schemes
@@ -9,44 +9,99 @@ target         runtime                     files (``<stem>.<precision>...``)  in
 ``tensorrt``   TensorRT (explicit Q/DQ)    ``.int8.trt.onnx``                  s8sym
 =============  ==========================  =================================  ==================
 
+A ``Target`` record names the target (``quant.targets=[...]``, ``mnv2-export --format``), how
+people call its runtime, its file suffix (and companion files), the int8 schemes and precisions
+it takes, its writer, its runner and the optional extra that installs it. The CLI choices, the
+suffix a model file is opened by (``runners.open_model``, the Predictor, ``tools/eval.py``), the
+export, the QAT/PTQ run's evaluation and the deploy benchmark's rows all read ``TARGETS``. A new
+runtime is its own module (a writer and an ``ExportedModel`` runner) plus one record here
+(``tests/test_deploy_targets.py`` adds a toy one).
+
 One QAT or PTQ run quantizes once, in the one scheme every requested target takes
 (``scheme_for``: the first of u8, s8, s8sym that all accept), and writes every target's files
-from that one converted graph. The ONNX Runtime and OpenVINO files get its activations re-encoded
-as uint8 (``pt2e.uint8_activations``: zero point + 128, the same grid, the same numbers), which
-ORT's x86 kernels run several times faster than int8 activations. TensorRT's fp32 input is the plain ``.fp32.onnx``; its int8
-file is checked to have only int8 Q/DQ with zero point 0 (``check_tensorrt_qdq``) and is
-evaluated in ONNX Runtime here (no GPU), which runs the same Q/DQ arithmetic.
+from that one converted graph (``write_targets``, through an ``ExportJob``).
 """
 
 from __future__ import annotations
 
+import importlib
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
-import numpy as np
-import onnx
 import torch
-from onnx import numpy_helper
 from torch import nn
 
-from .deploy import DeployModule, export_deploy, file_metadata
 from .onnx_export import OPSET
-from .pt2e import uint8_activations
 from .quantizer import SCHEMES, check_scheme
 
-__all__ = ["TARGETS", "check_targets", "scheme_for", "target_file", "write_targets", "check_tensorrt_qdq", "TargetError"]
-
-TARGETS: dict[str, dict] = {
-    "onnx": {"schemes": ("u8", "s8", "s8sym"), "suffix": ".onnx", "precisions": ("fp32", "int8")},
-    "openvino": {"schemes": ("u8", "s8", "s8sym"), "suffix": ".xml", "precisions": ("fp32", "int8")},
-    "executorch": {"schemes": ("s8", "s8sym"), "suffix": ".pte", "precisions": ("fp32", "int8")},
-    "tensorrt": {"schemes": ("s8sym",), "suffix": ".trt.onnx", "precisions": ("int8",)},
-}
+__all__ = ["Target", "TARGETS", "ExportJob", "check_targets", "scheme_for", "target_file", "write_targets",
+           "target_of_file", "model_suffixes", "TargetError", "targets_metadata"]
 
 
 class TargetError(ValueError):
     """A target list or scheme that cannot work; the message says what to change."""
+
+
+def _lazy(module: str, name: str) -> Callable:
+    """``module.name`` imported on first call (a runtime is imported only when its target is used)."""
+
+    def call(*args, **kwargs):
+        return getattr(importlib.import_module(module, __package__), name)(*args, **kwargs)
+
+    call.__qualname__ = f"{module}.{name}"
+    return call
+
+
+@dataclass(frozen=True)
+class Target:
+    """One deployment target.
+
+    Attributes:
+        name: the target's name in ``quant.targets`` and ``mnv2-export --format``.
+        display: the runtime as people call it (reports, benchmark rows).
+        suffix: the file suffix after ``<stem>.<precision>`` (also how a file is recognised; longest wins).
+        schemes: the int8 schemes its runtime runs (``quantizer.SCHEMES``).
+        precisions: the files it gets (``fp32``, ``int8``).
+        writer: ``writer(job, path) -> Path`` writes the file of ``job`` (an ``ExportJob``) at ``path``.
+        runner: ``runner(path, threads) -> ExportedModel``: the file in its runtime.
+        extra: the optional extra that installs the runtime (``pip install 'mnv2_tasks[<extra>]'``); ``None``: core.
+        companions: suffixes of files that travel beside the model file (OpenVINO's ``.bin``).
+    """
+
+    name: str
+    display: str
+    suffix: str
+    schemes: tuple[str, ...]
+    precisions: tuple[str, ...]
+    writer: Callable = field(repr=False)
+    runner: Callable = field(repr=False)
+    extra: str | None = None
+    companions: tuple[str, ...] = ()
+
+    def file(self, stem: str, precision: str) -> str | None:
+        """``<stem>.<precision><suffix>``, or ``None`` where the target has no file of that precision."""
+        return f"{stem}.{precision}{self.suffix}" if precision in self.precisions else None
+
+    def files_of(self, path: str | Path) -> list[Path]:
+        """The model file and its companions."""
+        path = Path(path)
+        return [path, *(path.with_suffix(c) for c in self.companions)]
+
+
+TARGETS: dict[str, Target] = {t.name: t for t in (
+    Target("onnx", "ONNX Runtime", ".onnx", ("u8", "s8", "s8sym"), ("fp32", "int8"),
+           writer=_lazy(".ort_runner", "write_onnx"), runner=_lazy(".ort_runner", "OrtModel")),
+    Target("openvino", "OpenVINO", ".xml", ("u8", "s8", "s8sym"), ("fp32", "int8"),
+           writer=_lazy(".openvino_runtime", "write_target"), runner=_lazy(".openvino_runtime", "OvModel"),
+           extra="openvino", companions=(".bin",)),
+    Target("executorch", "ExecuTorch XNNPACK", ".pte", ("s8", "s8sym"), ("fp32", "int8"),
+           writer=_lazy(".executorch_runtime", "write_target"), runner=_lazy(".executorch_runtime", "EtModel"),
+           extra="executorch"),
+    Target("tensorrt", "TensorRT-ready Q/DQ (in ONNX Runtime)", ".trt.onnx", ("s8sym",), ("int8",),
+           writer=_lazy(".tensorrt_target", "write_tensorrt"), runner=_lazy(".ort_runner", "OrtModel")),
+)}
 
 
 def check_targets(targets: str | Iterable[str]) -> list[str]:
@@ -59,7 +114,7 @@ def check_targets(targets: str | Iterable[str]) -> list[str]:
     unknown = [t for t in targets if t not in TARGETS]
     if unknown or not targets:
         raise TargetError(f"unknown deployment target(s) {unknown or targets}; choose from {list(TARGETS)} or 'all' "
-                          "(quant.targets=[onnx,openvino,executorch,tensorrt], tools/export.py --format)")
+                          f"(quant.targets=[{','.join(TARGETS)}], tools/export.py --format)")
     return [t for t in TARGETS if t in targets]
 
 
@@ -68,23 +123,69 @@ def scheme_for(targets: Sequence[str], scheme: str = "auto") -> str:
     targets = check_targets(targets)
     if scheme != "auto":
         check_scheme(scheme)
-        refusing = [t for t in targets if scheme not in TARGETS[t]["schemes"]]
+        refusing = [t for t in targets if scheme not in TARGETS[t].schemes]
         if refusing:
             raise TargetError(f"quantization scheme {scheme!r} does not run on {refusing} (they take "
-                              f"{ {t: TARGETS[t]['schemes'] for t in refusing} }); use quant.scheme=auto")
+                              f"{ {t: TARGETS[t].schemes for t in refusing} }); use quant.scheme=auto")
         return scheme
     for s in SCHEMES:
-        if all(s in TARGETS[t]["schemes"] for t in targets):
+        if all(s in TARGETS[t].schemes for t in targets):
             return s
-    raise TargetError(f"no one int8 scheme serves {targets}")  # unreachable while s8sym serves all
+    raise TargetError(f"no one int8 scheme serves {targets}")
 
 
 def target_file(stem: str, target: str, precision: str) -> str | None:
     """File name of ``target`` at ``precision`` (``None``: the target has no file of that precision)."""
-    spec = TARGETS[target]
-    if precision not in spec["precisions"]:
-        return None
-    return f"{stem}.{precision}{spec['suffix']}"
+    return TARGETS[target].file(stem, precision)
+
+
+def model_suffixes() -> list[str]:
+    """Every suffix an exported model file may have (the CLI's and the Predictor's choices)."""
+    return list(dict.fromkeys(t.suffix for t in TARGETS.values()))
+
+
+def target_of_file(path: str | Path) -> Target:
+    """The target whose runtime runs ``path``, by its longest matching suffix; an unknown suffix names the choices."""
+    name = Path(path).name
+    for t in sorted(TARGETS.values(), key=lambda t: len(t.suffix), reverse=True):
+        if name.endswith(t.suffix):
+            return t
+    raise ValueError(f"{path}: not an exported model file; pass one of {', '.join(model_suffixes())} "
+                     "(written by tools/export.py or a quant=qat / quant=ptq run)")
+
+
+@dataclass
+class ExportJob:
+    """What every target's writer is given: one deploy core and how to describe it.
+
+    ``core``: the converted int8 graph (``None``: the float network); ``fmt``: the network's output format
+    (writers may take a variant, e.g. ExecuTorch's NMS-free one); ``metadata``: what the file records
+    besides the network's own (``deploy.file_metadata``).
+    """
+
+    core: nn.Module | None
+    net: nn.Module
+    example: torch.Tensor
+    out_dir: Path
+    stem: str
+    precision: str
+    fmt: str | None = None
+    metadata: dict = field(default_factory=dict)
+    opset: int = OPSET
+    _onnx: Path | None = None
+
+    def onnx_file(self) -> Path:
+        """``<stem>.<precision>.onnx`` with uint8 activations, as ONNX Runtime runs fastest: written once, shared
+        by the targets that start from it (ONNX Runtime's own file, OpenVINO's conversion)."""
+        if self._onnx is None:
+            from .deploy import export_deploy
+            from .pt2e import uint8_activations
+
+            core = uint8_activations(self.core) if self.core is not None else None
+            path = self.out_dir / f"{self.stem}.{self.precision}.onnx"
+            self._onnx = export_deploy(core, self.net, self.example, path, fmt=self.fmt, metadata=self.metadata,
+                                       opset=self.opset)
+        return self._onnx
 
 
 def write_targets(
@@ -99,76 +200,17 @@ def write_targets(
     fmt: str | None = None,
     opset: int = OPSET,
 ) -> dict[str, Path]:
-    """Write ``precision``'s file of every target in ``targets`` from one deploy core; ``{target: path}``.
-
-    ``core``: the converted int8 graph (``None``: the float network). ``fmt``: the output format
-    (the network's default if ``None``; ExecuTorch takes its NMS-free variant).
-    """
+    """Write ``precision``'s file of every target in ``targets`` from one deploy core; ``{target: path}``
+    (a target without a file of that precision is left out)."""
     out_dir = Path(out_dir)
-    meta = {**(metadata or {}), "precision": precision}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    job = ExportJob(core, net, example, out_dir, stem, precision, fmt, {**(metadata or {}), "precision": precision}, opset)
     paths: dict[str, Path] = {}
-    onnx_path = out_dir / f"{stem}.{precision}.onnx"
-    if {"onnx", "openvino"} & set(targets):
-        u8 = uint8_activations(core) if core is not None else None
-        export_deploy(u8, net, example, onnx_path, fmt=fmt, metadata=meta, opset=opset)
-        if "onnx" in targets:
-            paths["onnx"] = onnx_path
-    if "openvino" in targets:
-        from .openvino_runtime import write_openvino
-
-        paths["openvino"] = write_openvino(onnx_path, out_dir / target_file(stem, "openvino", precision))
-    if "executorch" in targets:
-        from .executorch_runtime import executorch_format, write_executorch
-
-        module = DeployModule(core, net, executorch_format(net, fmt)).eval()
-        et_meta = {**file_metadata(net, module.fmt, example, opset), **{k: str(v) for k, v in meta.items()}}
-        paths["executorch"] = write_executorch(module, example, out_dir / target_file(stem, "executorch", precision),
-                                               module.output_names, et_meta)
-    if "tensorrt" in targets and target_file(stem, "tensorrt", precision):
-        trt = out_dir / target_file(stem, "tensorrt", precision)
-        export_deploy(core, net, example, trt, fmt=fmt, metadata={**meta, "target": "tensorrt"}, opset=opset)
-        check_tensorrt_qdq(trt)
-        paths["tensorrt"] = trt
+    for name in check_targets(targets):
+        spec = TARGETS[name]
+        if precision in spec.precisions:
+            paths[name] = spec.writer(job, out_dir / spec.file(stem, precision))
     return paths
-
-
-def _constants(model: onnx.ModelProto) -> dict[str, np.ndarray]:
-    values = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
-    for node in model.graph.node:
-        if node.op_type == "Constant":
-            for attr in node.attribute:
-                if attr.name == "value":
-                    values[node.output[0]] = numpy_helper.to_array(attr.t)
-    return values
-
-
-def check_tensorrt_qdq(path: str | Path) -> dict:
-    """Raise ``TargetError`` unless every Quantize/DequantizeLinear of ``path`` is int8 with zero point 0
-    (TensorRT's explicit quantization); returns counts ``{"quantize": n, "dequantize": m}``."""
-    model = onnx.load(str(path), load_external_data=False)
-    consts = _constants(model)
-    counts = {"quantize": 0, "dequantize": 0}
-    bad = []
-    for node in model.graph.node:
-        if node.op_type not in ("QuantizeLinear", "DequantizeLinear"):
-            continue
-        counts["quantize" if node.op_type == "QuantizeLinear" else "dequantize"] += 1
-        zp = consts.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
-        if zp is None and node.op_type == "DequantizeLinear" and node.input[0] in consts:
-            zp = None  # a constant int8 weight with no zero point input: zero point 0 by the spec
-            if consts[node.input[0]].dtype != np.int8:
-                bad.append(f"{node.name}: weight of type {consts[node.input[0]].dtype}")
-            continue
-        if zp is None:
-            bad.append(f"{node.name}: no int8 zero point (ONNX then uses uint8)")
-        elif zp.dtype != np.int8 or np.any(zp != 0):
-            bad.append(f"{node.name}: zero point {zp.dtype} {np.unique(zp)[:4].tolist()}")
-    if bad:
-        raise TargetError(f"{path}: not TensorRT-ready int8 ({len(bad)} Q/DQ nodes): {bad[:5]}; "
-                          "quantize with quant.scheme=s8sym (quant.targets=[tensorrt] chooses it)")
-    if counts["quantize"] == 0:
-        raise TargetError(f"{path}: no QuantizeLinear node; it is not an int8 model")
-    return counts
 
 
 def targets_metadata(targets: Sequence[str], scheme: str) -> dict[str, str]:
