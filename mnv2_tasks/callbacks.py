@@ -119,7 +119,7 @@ class ValidationPictures(Callback):
     def draw(self, pl_module, datamodule, out: Path) -> Path:
         from PIL import Image
 
-        from .predict import frame_result
+        from .models.results import frame_result_of
         from .visualize import draw_prediction
 
         spec = datamodule.input_spec()
@@ -135,7 +135,7 @@ class ValidationPictures(Callback):
                 frames = ((images.cpu() * std + mean).clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()
                 for i, frame in enumerate(frames[: self.num_images - len(tiles)]):
                     hw = frame.shape[:2]
-                    pred = frame_result(pl_module.task_name, preds, i, hw, hw, spec["class_names"], spec["category_ids"])
+                    pred = frame_result_of(pl_module.task_name)(preds, i, hw, hw, spec["class_names"], spec["category_ids"])
                     tiles.append(draw_prediction(np.ascontiguousarray(frame), pred, self.score_threshold))
                 if len(tiles) >= self.num_images:
                     break

@@ -105,7 +105,7 @@ def json_records(name: str, pred: dict) -> list[dict] | dict:
         xywh = xyxy_to_xywh(pred["boxes"])  # evaluation's boxes (val_predictions.json), rounded to 1e-3 pixel
         dets = [{"file_name": name, "category_id": int(c), "bbox": [round(float(v), 3) for v in b], "score": float(s)}
                 for b, s, c in zip(xywh, pred["scores"], pred["category_ids"])]
-        if pred["task"] == "detection":
+        if not {"topk", "mask"} & set(pred):  # boxes alone: COCO result records, as val_predictions.json
             return dets
         rec["detections"] = dets
     if "topk" in pred:

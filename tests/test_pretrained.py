@@ -106,3 +106,14 @@ def test_refuses_pickled_objects_and_garbage(tmp_path):
     torch.save({"conv.weight": torch.zeros(1)}, tmp_path / "other.pth")
     with pytest.raises(CheckpointError, match="no MobileNetV2 weights recognised"):
         load_pretrained(MobileNetV2(), tmp_path / "other.pth")
+
+
+@pytest.mark.parametrize("width", [0.35, 0.5, 0.75, 1.0, 1.3, 1.4])
+def test_width_is_read_from_the_tensors(width):
+    from torchvision.models import mobilenet_v2
+
+    from mnv2_tasks.models import MobileNetV2
+    from mnv2_tasks.models.pretrained import width_of
+
+    assert width_of(mobilenet_v2(width_mult=width).state_dict()) == width
+    assert width_of(MobileNetV2(num_classes=10, width_mult=width).state_dict()) == width

@@ -27,7 +27,7 @@ __all__ = ["run"]
 
 def run(args) -> str:
     from ..data.images import read_rgb
-    from ..predict import Predictor, frame_result
+    from ..predict import Predictor
     from ..quant.export import export_datamodule
     from ..quant.model_file import outputs_from_export
     from ..quant.ptq import calibration_batches
@@ -52,8 +52,7 @@ def run(args) -> str:
             "Predictor(frame): preprocessing + model + mapping back": lambda: predictor(frame),
             "alone: preprocessing (the eval pipeline)": lambda: predictor.preprocess(frame),
             "alone: reading the outputs back": lambda: outputs_from_export(runner.format, raw, runner.meta, hw),
-            "alone: mapping back to the frame": lambda: frame_result(predictor.task, out, 0, hw, frame.shape[:2],
-                                                                     predictor.class_names, predictor.category_ids)}
+            "alone: mapping back to the frame": lambda: predictor.result(out, 0, hw, frame.shape[:2])}
     meds: dict[str, list[float]] = {k: [] for k in runs}
     every: dict[str, list[float]] = {k: [] for k in runs}
     for _ in range(args.rounds):

@@ -24,7 +24,7 @@ readers in ``export_formats.py`` turn them back into eval-mode outputs for any r
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import torch
 from torch import nn
@@ -64,10 +64,28 @@ class TaskNet(nn.Module):
         takes_mobilenetv2_weights: ``pretrained_target()`` accepts a MobileNetV2 weights file
             (the embedded pretraining applies).
 
+        frame_result: how eval-mode outputs become one frame's result (``models/results.py``): called as
+            ``frame_result(out, i, input_hw, frame_hw, class_names, category_ids)``.
+
     Instance attribute ``num_classes`` (detection: categories + background).
     """
 
     task: ClassVar[str] = ""
+    frame_result: ClassVar[Callable[..., dict]]
+    _by_task: ClassVar[dict[str, type]] = {}
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        if "frame_result" in cls.__dict__:  # a staticmethod declared by the class
+            TaskNet._by_task.setdefault(cls.task, cls)
+
+    @classmethod
+    def for_task(cls, task: str) -> type:
+        """The first network class that declares ``task`` and its frame result; an unknown task names the known ones.
+        (Importing ``mnv2_tasks.models`` imports, and so registers, the package's networks.)"""
+        if task not in TaskNet._by_task:
+            raise ValueError(f"no network declares task {task!r}; known: {sorted(TaskNet._by_task)}")
+        return TaskNet._by_task[task]
     export_formats: ClassVar[dict[str, tuple[str, ...]]] = {}
     capture_dynamic_hw: ClassVar[bool] = False
     takes_mobilenetv2_weights: ClassVar[bool] = True

@@ -25,6 +25,7 @@ from torch import nn
 
 from .contract import TaskNet
 from .export_formats import FORMATS
+from .results import segmentation_result
 from .mobilenetv2 import ConvBNAct, MobileNetV2Backbone
 
 __all__ = ["DeepLabV3", "ASPPHead", "DeepLabV3PlusDecoder", "FCNAuxHead", "build_deeplabv3", "aspp_rates"]
@@ -148,6 +149,7 @@ class DeepLabV3(TaskNet):
     """
 
     task = "segmentation"
+    frame_result = staticmethod(segmentation_result)
     export_formats = {"logits": FORMATS["logits"], "argmax": FORMATS["argmax"]}
     capture_dynamic_hw = True  # trains on crops, evaluates on whole images
 

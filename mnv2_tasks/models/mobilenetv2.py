@@ -15,6 +15,7 @@ from torch import nn
 
 from .contract import TaskNet
 from .features import FeatureInfo
+from .results import classification_result
 
 __all__ = ["MobileNetV2", "MobileNetV2Backbone", "make_divisible", "INVERTED_RESIDUAL_SETTING", "TAPS"]
 
@@ -247,6 +248,7 @@ class MobileNetV2(_MobileNetV2Trunk, TaskNet):
 
     # ---- model contract (contract.TaskNet) -----------------------------------------------------
     task = "classification"
+    frame_result = staticmethod(classification_result)
     export_formats = {"logits": ("logits",)}
 
     def backbone_parts(self) -> list[nn.Module]:

@@ -32,6 +32,7 @@ from torch import nn
 from .deeplabv3 import ASPPHead, DeepLabV3PlusDecoder, init_head
 from .export_formats import FORMATS
 from .ssdlite import SSDLite, ssdlite_parts
+from .results import multitask_result
 
 __all__ = ["MultiTaskNet", "build_multitask"]
 
@@ -48,6 +49,7 @@ class MultiTaskNet(SSDLite):
     """
 
     task = "multitask"
+    frame_result = staticmethod(multitask_result)
     export_formats = {f: FORMATS[f] for f in ("nms+logits", "nms+argmax", "decoded+logits", "decoded+argmax")}
 
     def __init__(self, *, seg_head: nn.Module, seg_decoder: nn.Module, seg_classifier: nn.Conv2d, seg_idx: int,

@@ -20,7 +20,7 @@ from .mobilenetv2 import INVERTED_RESIDUAL_SETTING
 
 log = logging.getLogger(__name__)
 
-__all__ = ["load_pretrained", "read_state_dict", "LoadReport", "CheckpointError"]
+__all__ = ["load_pretrained", "read_state_dict", "width_of", "LoadReport", "CheckpointError"]
 
 
 class CheckpointError(ValueError):
@@ -63,6 +63,20 @@ def read_state_dict(path: str | Path) -> dict:
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: holds a {type(obj).__name__}, not a state dict")
     return obj
+
+
+def width_of(state: dict, path: str | Path = "") -> float:
+    """The width multiplier of a MobileNetV2 weights file, read from its tensors: the 1x1 head convolution
+    (the 1x1 weight with the most output channels: 1280 or more, above any expansion's 960 x width) reads the
+    last block's 320 x width channels, in torchvision's, timm's and this package's files alike."""
+    if isinstance(state.get("state_dict"), dict):  # a Lightning checkpoint
+        state = state["state_dict"]
+    pointwise = [t for t in state.values() if isinstance(t, torch.Tensor) and t.dim() == 4 and t.shape[-2:] == (1, 1)]
+    if not pointwise:
+        raise CheckpointError(f"{path}: no 1x1 convolution weights; not a MobileNetV2 weights file")
+    head = max(pointwise, key=lambda t: t.shape[0])
+    last = INVERTED_RESIDUAL_SETTING[-1][1]  # 320 channels at width 1
+    return round(head.shape[1] / last, 4)
 
 
 def _flat_block_index() -> list[tuple[int, int]]:

@@ -31,6 +31,7 @@ from .detection_postprocess import (
     split_detections,
 )
 from .export_formats import FORMATS
+from .results import detection_result
 from .mobilenetv2 import ConvBNAct, MobileNetV2Backbone
 
 # MobileNetV2Backbone's taps by name: stride8 is blocks.5's output, expansion8 blocks.6's expansion (both at stride 8)
@@ -117,6 +118,7 @@ class SSDLite(TaskNet):
     """
 
     task = "detection"
+    frame_result = staticmethod(detection_result)
     # nms: fixed-shape detections with NMS in the graph; decoded: boxes + per-class scores, for runtimes with their own NMS
     export_formats = {"nms": FORMATS["nms"], "decoded": FORMATS["decoded"]}
 

@@ -25,6 +25,7 @@ from torchvision.ops import box_iou
 
 from .contract import TaskNet, image_hw
 from .detection_postprocess import EVAL_POSTPROCESS
+from .results import detection_result
 from .mobilenetv2 import MobileNetV2Backbone
 
 __all__ = ["TorchvisionDetector", "TorchvisionMobileNetV2Detector", "build_torchvision_ssdlite", "build_torchvision_ssdlite_mnv2"]
@@ -35,6 +36,7 @@ class TorchvisionDetector(TaskNet):
     one ``{"boxes", "scores", "labels"}`` per image (eval) out."""
 
     task = "detection"
+    frame_result = staticmethod(detection_result)
     takes_mobilenetv2_weights = False  # its backbone is MobileNetV3
 
     def __init__(self, model: nn.Module, num_classes: int, image_size: tuple[int, int]) -> None:
