@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from .checkpoint import check_compatible
 from .config_check import check_config
+from .models.contract import net_class
 from .plots import plot_training_curves
 
 log = logging.getLogger(__name__)
@@ -56,14 +57,13 @@ def _pretrained_backbone(cfg: DictConfig) -> str | None:
 
     None when there is no pretraining stage, when ``model.pretrained`` names a file (it wins), when
     the run resumes (``ckpt_path``) or fine-tunes (``quant.from_ckpt``) a checkpoint (every weight
-    comes from it), and when the network declares it takes no MobileNetV2 weights (it is built
-    here to ask; the run builds its own after seeding).
+    comes from it), and when the network's class declares it takes no MobileNetV2 weights.
     """
     if not cfg.get("pretrain") or cfg.model.get("pretrained"):
         return None
     if cfg.get("ckpt_path") or (cfg.get("quant") or {}).get("from_ckpt"):
         return None
-    if not instantiate(cfg.model.net).takes_mobilenetv2_weights:
+    if not net_class(cfg.model.net._target_).takes_mobilenetv2_weights:
         log.info("pretrain: %s takes no MobileNetV2 weights; training from scratch", cfg.model.net.get("_target_"))
         return None
     path = str(instantiate(cfg.pretrain))

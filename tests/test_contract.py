@@ -127,3 +127,13 @@ def test_no_import_circles_and_nothing_from_tools_or_outside():
 def test_no_package_file_over_400_lines():
     long = {str(f.relative_to(PKG)): n for f in PKG.rglob("*.py") if (n := len(f.read_text().splitlines())) > 400}
     assert not long, long
+
+
+def test_every_task_has_a_network_that_declares_its_frame_result():
+    from mnv2_tasks.models.contract import TASKS, TaskNet
+    from mnv2_tasks.models.results import frame_result_of
+
+    for task in TASKS:
+        assert TaskNet.for_task(task).task == task and callable(frame_result_of(task))
+    with pytest.raises(ValueError, match="known"):
+        frame_result_of("tracking")

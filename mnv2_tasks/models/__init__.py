@@ -7,6 +7,7 @@ from .contract import TaskNet
 from .deeplabv3 import DeepLabV3, build_deeplabv3
 from .features import FeatureInfo
 from .mobilenetv2 import TAPS, MobileNetV2, MobileNetV2Backbone, make_divisible
+from .multitask import MultiTaskNet, build_multitask
 from .pretrained import CheckpointError, LoadReport, load_pretrained
 from .ssdlite import SSDLite, build_ssdlite
 from .torchvision_ssdlite import (
@@ -22,6 +23,8 @@ __all__ = [
     "MobileNetV2",
     "MobileNetV2Backbone",
     "make_divisible",
+    "MultiTaskNet",
+    "build_multitask",
     "CheckpointError",
     "LoadReport",
     "load_pretrained",

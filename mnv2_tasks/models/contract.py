@@ -29,7 +29,7 @@ from typing import Any, Callable, ClassVar
 import torch
 from torch import nn
 
-__all__ = ["TaskNet", "TASKS", "image_hw", "pad_batch"]
+__all__ = ["TaskNet", "TASKS", "image_hw", "pad_batch", "net_class"]
 
 TASKS = ("classification", "detection", "segmentation", "multitask")
 
@@ -41,6 +41,22 @@ def image_hw(image_size) -> tuple[int, int]:
     if isinstance(image_size, (int, float)):
         return int(image_size), int(image_size)
     return int(image_size[0]), int(image_size[1])
+
+
+def net_class(target: str) -> type:
+    """The ``TaskNet`` class a config's ``_target_`` builds (a class, or a builder annotated with what it returns),
+    so that a declaration can be read without building the network."""
+    import typing
+
+    from hydra.utils import get_object
+
+    obj = get_object(target)
+    if isinstance(obj, type):
+        return obj
+    built = typing.get_type_hints(obj).get("return")
+    if not (isinstance(built, type) and issubclass(built, TaskNet)):
+        raise TypeError(f"{target}: a network builder must be annotated with the TaskNet class it returns (-> SSDLite)")
+    return built
 
 
 def pad_batch(images: torch.Tensor, n: int = 2) -> torch.Tensor:

@@ -79,7 +79,10 @@ class TaskModule(L.LightningModule):
             ~1.5x faster, see BENCHMARKS.md), on GPUs it is what mixed precision wants.
     """
 
-    task_name = "base"
+    @property
+    def task_name(self) -> str:
+        """The task, as the network declares it (``TaskNet.task``): declared once, by the network."""
+        return self.net.task
 
     def __init__(
         self,

@@ -18,8 +18,6 @@ class ClassificationModule(TaskModule):
     accumulated over the whole validation set and reduced over DDP ranks by torchmetrics.
     """
 
-    task_name = "classification"
-
     def __init__(self, net: nn.Module, optimizer, scheduler: dict | None = None, label_smoothing: float = 0.0, **kwargs) -> None:
         super().__init__(net, optimizer, scheduler, **kwargs)
         self.label_smoothing = label_smoothing

@@ -39,7 +39,6 @@ class DetectionModule(TaskModule):
     ``ann_file``, ``predictions_file``; all ranks' detections are gathered before evaluation.
     """
 
-    task_name = "detection"
     classes_note = " (categories + background)"
 
     def __init__(

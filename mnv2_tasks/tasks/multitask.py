@@ -29,8 +29,6 @@ class MultiTaskModule(DetectionModule):
             ``seg_class_names`` (background, then the categories).
     """
 
-    task_name = "multitask"
-
     def __init__(self, net: nn.Module, optimizer, scheduler: dict | None = None, seg_weight: float = 1.0,
                  seg_class_names: Sequence[str] | None = None, **kwargs) -> None:
         super().__init__(net, optimizer, scheduler, **kwargs)

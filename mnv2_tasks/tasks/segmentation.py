@@ -34,8 +34,6 @@ class SegmentationModule(TaskModule):
     metrics.json), ``absent_classes``, ``num_pixels``; accumulated over the whole set, summed over ranks.
     """
 
-    task_name = "segmentation"
-
     def __init__(self, net: nn.Module, optimizer, scheduler: dict | None = None, class_names: Sequence[str] | None = None,
                  class_weights: Sequence[float] | None = None, aux_weight: float = 0.4, **kwargs) -> None:
         super().__init__(net, optimizer, scheduler, **kwargs)
