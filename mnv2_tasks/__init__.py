@@ -1,6 +1,6 @@
 """mnv2_tasks: MobileNetV2 as a backbone for classification, SSDLite detection and DeepLabV3-lite segmentation."""
 
-__version__ = "0.1.0"
+from .version import __version__
 
 
 def load_model(ckpt_path, map_location="cpu"):

@@ -10,12 +10,19 @@ and ``checkpoint["mnv2_tasks"]``:
   or ``None`` = full resolution), ``mean``, ``std``, ``class_names`` and ``category_ids`` (detection:
   the data set's category id of each label 1..K);
 - ``quant`` (QAT checkpoints only, mirrored at the top level as ``mnv2_tasks_quant``):
-  ``{"mode": "qat", "image_size", "torch"}``; the weights then belong to the captured graph (``net.graph.``).
+  ``{"mode": "qat", "image_size", "torch", "scheme", "targets"}``; the weights then belong to the captured
+  graph (``net.graph.``).
+
+``ModelRecord.read(path)`` reads all of it once, with the defaults of older files filled in
+(``OLD_FILE_SCHEME``) and the image size in its one form (``[H, W]`` or ``None``); exported files carry
+the same record (``task``, ``net``, ``input``, ``quant``) as JSON in one metadata field, ``MODEL_FIELD``.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -27,7 +34,7 @@ from .models.pretrained import CheckpointError, read_state_dict
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "CheckpointError", "QUANT_KEY", "read_checkpoint", "quant_info_of", "require_float", "net_state",
+    "CheckpointError", "QUANT_KEY", "ModelRecord", "MODEL_FIELD", "OLD_FILE_SCHEME", "input_spec_of", "model_json", "read_checkpoint", "quant_info_of", "require_float", "net_state",
     "check_compatible", "check_categories", "build_net", "load_model", "load_float_weights",
 ]
 
@@ -38,6 +45,57 @@ QUANT_KEY = "mnv2_tasks_quant"
 _GRAPH_PREFIX = "net.graph."
 # the network settings that must agree between a checkpoint and the configured model
 _NET_KEYS = ("_target_", "width_mult", "num_classes", "output_stride", "size", "aspp")
+# the int8 scheme of checkpoints and exported files written before they recorded one
+OLD_FILE_SCHEME = "u8"
+# the metadata field of an exported file that holds its ModelRecord (JSON)
+MODEL_FIELD = "mnv2_model"
+
+
+def input_spec_of(spec: dict | None) -> dict:
+    """An input spec with its image size in the one form: ``[H, W]``, or ``None`` (whole images)."""
+    from .models.contract import image_hw
+
+    spec = dict(spec or {})
+    if spec.get("image_size") is not None:
+        spec["image_size"] = list(image_hw(spec["image_size"]))
+    return spec
+
+
+def model_json(task: str | None, net: dict | None, input_spec: dict | None, quant: dict | None = None) -> str:
+    """The record an exported file carries in ``MODEL_FIELD``: what it is and how it was fed."""
+    return json.dumps({"task": task, "net": net, "input": input_spec_of(input_spec), "quant": quant})
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    """A training checkpoint read once: what it is (``task``, ``net``), how evaluation fed it (``input``),
+    how it was quantized (``quant``: ``None`` for a float checkpoint; defaults of older files filled in),
+    and the checkpoint dict itself (``checkpoint``: ``state_dict`` and the rest)."""
+
+    path: Path
+    task: str | None
+    net: dict
+    input: dict
+    quant: dict | None
+    checkpoint: dict = field(repr=False, compare=False)
+
+    @classmethod
+    def read(cls, path: str | Path) -> "ModelRecord":
+        ckpt = read_checkpoint(path)
+        meta = ckpt["mnv2_tasks"]
+        quant = quant_info_of(ckpt)
+        if quant is not None:
+            quant = {"scheme": OLD_FILE_SCHEME, **quant}
+            if quant.get("image_size") is not None:
+                quant["image_size"] = input_spec_of({"image_size": quant["image_size"]})["image_size"]
+        return cls(Path(path), meta.get("task"), dict(meta.get("net") or {}), input_spec_of(meta.get("input")), quant, ckpt)
+
+    @property
+    def state_dict(self) -> dict:
+        return self.checkpoint["state_dict"]
+
+    def to_json(self) -> str:
+        return model_json(self.task, self.net, self.input, self.quant)
 
 
 def read_checkpoint(path: str | Path) -> dict:
@@ -169,7 +227,7 @@ def load_model(ckpt_path: str | Path, map_location: str | torch.device = "cpu") 
     """
     ckpt = read_checkpoint(ckpt_path)
     net = float_net_from(ckpt, ckpt_path)
-    net.input_spec = ckpt["mnv2_tasks"].get("input") or {}
+    net.input_spec = input_spec_of(ckpt["mnv2_tasks"].get("input"))
     if net.input_spec.get("channels_last"):
         net.to(memory_format=torch.channels_last)
     return net.to(map_location).eval()

@@ -80,9 +80,6 @@ class Predictor:
 
             ort = open_model(path, threads)
             self.task, spec, self._run = ort.task, ort.input_spec, ort
-            if not spec:  # written before files recorded their inputs: the export's size
-                h, w = (int(v) for v in ort.meta.get("image_size", "0x0").split("x"))
-                spec = {"image_size": [h, w] if h else None}
         elif path.suffix == ".ckpt":
             from .checkpoint import load_model
 

@@ -1,8 +1,15 @@
-"""Shared fixtures: the embedded data set (generated once per session) and composed configs."""
+"""Shared fixtures: the embedded data set (generated once per session), composed configs, and the tiny
+trained runs (``conf/debug/tiny_*.yaml``) that many tests read, each trained once per session.
+
+A test that reads a shared run must not write into its directory: evaluation, export and QAT runs
+point their own ``paths.output_dir`` (``make_cfg`` gives every test its own) or ``out_dir`` elsewhere.
+"""
 
 from __future__ import annotations
 
+import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -43,6 +50,71 @@ def make_cfg(tmp_path, shapes_root):
         return compose_cfg(list(overrides), tmp_path / "run", shapes_root, config_name)
 
     return _make
+
+
+@dataclass(frozen=True)
+class Run:
+    """A finished tiny training run: its preset overrides, directory and ``metrics.json``."""
+
+    overrides: tuple[str, ...]
+    dir: Path
+    returned: dict  # what train(cfg) returned
+
+    @property
+    def metrics(self) -> dict:
+        return json.loads((self.dir / "metrics.json").read_text())
+
+    @property
+    def last(self) -> Path:
+        return self.dir / "checkpoints" / "last.ckpt"
+
+
+def train_once(tmp_path_factory, shapes_root: Path, name: str, *overrides: str) -> Run:
+    from mnv2_tasks.train import train
+
+    cfg = compose_cfg(list(overrides), tmp_path_factory.mktemp(name) / "run", shapes_root)
+    returned = train(cfg)
+    return Run(tuple(overrides), Path(cfg.paths.output_dir), returned)
+
+
+# the tiny presets (conf/debug/): every test that needs "a trained classifier" reads the same one
+TINY_CLS = ("debug=tiny_classification",)
+TINY_DET = ("debug=tiny_detection",)
+TINY_SEG = ("debug=tiny_segmentation",)
+TINY_MT = ("debug=tiny_multitask",)
+
+
+@pytest.fixture(scope="session")
+def tiny_classifier(tmp_path_factory, shapes_root) -> Run:
+    return train_once(tmp_path_factory, shapes_root, "tiny_classifier", *TINY_CLS)
+
+
+@pytest.fixture(scope="session")
+def tiny_detector(tmp_path_factory, shapes_root) -> Run:
+    return train_once(tmp_path_factory, shapes_root, "tiny_detector", *TINY_DET)
+
+
+@pytest.fixture(scope="session")
+def tiny_segmenter(tmp_path_factory, shapes_root) -> Run:
+    return train_once(tmp_path_factory, shapes_root, "tiny_segmenter", *TINY_SEG)
+
+
+@pytest.fixture(scope="session")
+def tiny_multitask(tmp_path_factory, shapes_root) -> Run:
+    return train_once(tmp_path_factory, shapes_root, "tiny_multitask", *TINY_MT)
+
+
+def qat_overrides(from_ckpt: Path, *more: str) -> tuple[str, ...]:
+    """One epoch of QAT from a float checkpoint, BatchNorm frozen from the start, observers after the first epoch."""
+    return ("quant=qat", f"quant.from_ckpt={from_ckpt}", "quant.freeze_bn_epoch=0", "quant.freeze_observer_epoch=1",
+            "trainer.max_epochs=1", *more)
+
+
+@pytest.fixture(scope="session")
+def qat_all_targets(tmp_path_factory, shapes_root, tiny_detector) -> Run:
+    """The tiny detector through one QAT epoch, written and evaluated for every deployment target."""
+    return train_once(tmp_path_factory, shapes_root, "qat_all_targets", *TINY_DET,
+                      *qat_overrides(tiny_detector.last, "quant.targets=[all]"))
 
 
 os.environ.setdefault("MNV2_TASKS_DATA", str(Path(os.environ.get("TMPDIR", "/tmp")) / "mnv2_tasks_test_data"))

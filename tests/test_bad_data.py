@@ -11,16 +11,15 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import compose_cfg  # noqa: E402
+from conftest import TINY_CLS, TINY_DET, TINY_SEG, compose_cfg  # noqa: E402
 from mnv2_tasks.config_check import ConfigError
 from mnv2_tasks.data.images import DataError
 from mnv2_tasks.train import train
 
-SEG = ["task=segmentation", "pretrain=none", "model.net.width_mult=0.35", "data.crop_size=64", "data.batch_size=4",
-       "data.num_workers=0", "trainer.max_epochs=1", "model.net.head_chs=32"]
-CLS = ["task=classification", "model.net.width_mult=0.35", "data.batch_size=8", "data.num_workers=0", "trainer.max_epochs=1"]
-DET = ["task=detection", "pretrain=none", "model.net.width_mult=0.35", "data.image_size=64", "data.batch_size=8",
-       "data.num_workers=0", "trainer.max_epochs=1"]
+# the tiny presets, one epoch: these runs train on a broken copy of the data
+SEG = [*TINY_SEG, "trainer.max_epochs=1"]
+CLS = [*TINY_CLS, "trainer.max_epochs=1"]
+DET = [*TINY_DET, "trainer.max_epochs=1"]
 
 
 @pytest.fixture
@@ -84,15 +83,13 @@ def test_a_sample_that_breaks_while_training_is_skipped_or_checkpointed(data_cop
     assert saved["mnv2_tasks"]["task"] == "classification" and "state_dict" in saved
 
 
-def test_image_size_is_honoured_and_recorded(make_cfg):
-    cfg = make_cfg(*CLS, "data.image_size=32")
-    train(cfg)
-    ckpt = torch.load(f"{cfg.paths.output_dir}/checkpoints/last.ckpt", weights_only=True)
+def test_image_size_is_honoured_and_recorded(tiny_classifier):
+    ckpt = torch.load(tiny_classifier.last, weights_only=True)
     spec = ckpt["mnv2_tasks"]["input"]
-    assert spec["image_size"] == 32
+    assert spec["image_size"] == [48, 48]  # debug=tiny_classification's, not the data config's 64; one form: [H, W]
     from mnv2_tasks.data.inference import EvalPreprocess
 
-    assert EvalPreprocess(spec)(np.zeros((48, 48, 3), np.uint8)).shape == (3, 32, 32)  # what the run used
+    assert EvalPreprocess(spec)(np.zeros((64, 64, 3), np.uint8)).shape == (3, 48, 48)  # what the run used
 
 
 def test_bad_settings_are_refused_before_anything_runs(make_cfg, tmp_path):
@@ -105,13 +102,11 @@ def test_bad_settings_are_refused_before_anything_runs(make_cfg, tmp_path):
     assert not Path(cfg.paths.output_dir).exists()  # nothing ran, nothing was written
 
 
-def test_category_ids_travel_with_the_model(make_cfg, shapes_root, tmp_path, caplog):
+def test_category_ids_travel_with_the_model(make_cfg, shapes_root, tmp_path, caplog, tiny_detector):
     from mnv2_tasks.checkpoint import CheckpointError
     from mnv2_tasks.evaluate import evaluate
 
-    cfg = make_cfg(*DET)
-    train(cfg)
-    ckpt = f"{cfg.paths.output_dir}/checkpoints/last.ckpt"
+    ckpt = str(tiny_detector.last)
     meta = torch.load(ckpt, weights_only=True)["mnv2_tasks"]["input"]
     assert meta["category_ids"] == [1, 3, 7, 12] and meta["class_names"] == ["circle", "square", "triangle", "star"]
     ann = json.loads((shapes_root / "coco" / "annotations" / "instances_val.json").read_text())

@@ -33,7 +33,7 @@ def test_checkpoint_of_another_width_is_refused(tmp_path):
 def test_load_model_round_trip_and_metadata(tmp_path):
     net, _ = _fake_ckpt(tmp_path / "c.ckpt")
     loaded = load_model(tmp_path / "c.ckpt")
-    assert loaded.task == "classification" and loaded.input_spec["image_size"] == 48
+    assert loaded.task == "classification" and loaded.input_spec["image_size"] == [48, 48]
     for k, v in net.state_dict().items():
         assert torch.equal(loaded.state_dict()[k], v)
 
@@ -50,3 +50,23 @@ def test_builders_outside_the_package_are_refused(tmp_path):
     _fake_ckpt(tmp_path / "evil.ckpt", target="subprocess.call")
     with pytest.raises(CheckpointError, match="refusing to build"):
         load_model(tmp_path / "evil.ckpt")
+
+
+def test_model_record_reads_once_with_older_files_defaults(tmp_path):
+    """One reading of a checkpoint: the image size in its one form ([H, W]) whatever form the file wrote, and a QAT
+    checkpoint written before checkpoints recorded their int8 scheme gets the scheme those files had (u8)."""
+    import json
+
+    from mnv2_tasks.checkpoint import OLD_FILE_SCHEME, ModelRecord
+
+    _fake_ckpt(tmp_path / "c.ckpt")
+    record = ModelRecord.read(tmp_path / "c.ckpt")
+    assert record.task == "classification" and record.quant is None and record.input["image_size"] == [48, 48]
+    assert record.net["width_mult"] == 0.35 and "net.stem.conv.weight" in record.state_dict
+    assert json.loads(record.to_json()) == {"task": "classification", "net": record.net, "input": {"image_size": [48, 48]},
+                                            "quant": None}
+    ckpt = torch.load(tmp_path / "c.ckpt", weights_only=True)
+    ckpt["mnv2_tasks_quant"] = {"mode": "qat", "image_size": [40, 56]}  # an older QAT file: no scheme recorded
+    torch.save(ckpt, tmp_path / "q.ckpt")
+    quant = ModelRecord.read(tmp_path / "q.ckpt").quant
+    assert quant == {"mode": "qat", "image_size": [40, 56], "scheme": OLD_FILE_SCHEME} and OLD_FILE_SCHEME == "u8"

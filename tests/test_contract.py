@@ -66,7 +66,7 @@ def test_a_new_head_trains_quantizes_exports_and_evaluates_in_onnx_runtime(make_
     from mnv2_tasks.quant.ort_runner import OrtModel
 
     model = OrtModel(out / "model.int8.onnx")
-    assert model.task == "classification" and model.num_classes == 4 and model.input_spec["image_size"] == 64
+    assert model.task == "classification" and model.num_classes == 4 and model.input_spec["image_size"] == [64, 64]
     assert model(torch.randn(2, 3, 64, 64)).shape == (2, 4)
 
 
@@ -137,3 +137,30 @@ def test_every_task_has_a_network_that_declares_its_frame_result():
         assert TaskNet.for_task(task).task == task and callable(frame_result_of(task))
     with pytest.raises(ValueError, match="known"):
         frame_result_of("tracking")
+
+
+def test_tasks_and_evaluation_read_data_modules_through_the_declared_contract():
+    """Every attribute that tasks/, evaluation, QAT/PTQ and the callbacks read off a data module is one that
+    TaskDataModule declares (its CONTRACT), as the model side reads only TaskNet's declarations."""
+    import ast
+
+    from mnv2_tasks.data.loaders import TaskDataModule
+
+    root = Path(__file__).resolve().parents[1] / "mnv2_tasks"
+    files = [*(root / "tasks").glob("*.py"), *(root / "quant").glob("*.py"), root / "evaluate.py", root / "callbacks.py",
+             root / "train.py"]
+    read = {}
+    for f in files:
+        for node in ast.walk(ast.parse(f.read_text())):
+            if not isinstance(node, ast.Attribute):
+                continue
+            owner = node.value
+            named = isinstance(owner, ast.Name) and owner.id in ("dm", "datamodule")
+            via_trainer = isinstance(owner, ast.Attribute) and owner.attr == "datamodule"
+            if named or via_trainer:
+                read.setdefault(node.attr, set()).add(f.name)
+    assert read, "the scan found no data-module reads"
+    undeclared = {k: v for k, v in read.items() if k not in TaskDataModule.CONTRACT}
+    assert not undeclared, f"read but not declared on TaskDataModule: {undeclared}"
+    for name in TaskDataModule.CONTRACT:
+        assert hasattr(TaskDataModule, name) or name in TaskDataModule.__annotations__, name

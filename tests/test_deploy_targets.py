@@ -3,7 +3,6 @@ against PyTorch, and a QAT run that writes and evaluates every target in its run
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -176,38 +175,55 @@ def test_executorch_files_match_pytorch(classifier, shapes_root, tmp_path):
     assert [len(g["boxes"]) for g in got] == [len(r["boxes"]) for r in ref]
 
 
-DET = ["task=detection", "pretrain=none", "model.net.width_mult=0.35", "data.image_size=64", "data.batch_size=8",
-       "data.num_workers=0", "trainer.max_epochs=1"]
+def _matched(got: list[dict], ref: list[dict], iou: float = 0.99, score_tol: float = 1e-4) -> float:
+    """The fraction of ``got``'s detections that ``ref`` has too (same label, IoU > ``iou``, score within
+    ``score_tol``), over all images: robust to the near-tied scores of a barely trained detector, whose
+    order (and so which box NMS keeps, and the mAP) any float difference can change."""
+    from torchvision.ops import box_iou
+
+    hits = total = 0
+    for g, r in zip(got, ref):
+        gb, rb = torch.as_tensor(g["boxes"]).float(), torch.as_tensor(r["boxes"]).float()
+        total += len(gb)
+        if len(gb) and len(rb):
+            same = ((torch.as_tensor(g["labels"])[:, None] == torch.as_tensor(r["labels"])[None]) & (box_iou(gb, rb) > iou)
+                    & ((torch.as_tensor(g["scores"])[:, None] - torch.as_tensor(r["scores"])[None]).abs() < score_tol))
+            hits += int(same.any(1).sum())
+    return hits / max(total, 1)
 
 
 @pytest.mark.slow
-def test_qat_with_every_target_writes_and_evaluates_each_in_its_runtime(make_cfg, tmp_path):
+def test_qat_with_every_target_writes_and_evaluates_each_in_its_runtime(qat_all_targets, tiny_detector, make_cfg, shapes_root,
+                                                                       tmp_path):
+    from mnv2_tasks import load_model
     from mnv2_tasks.evaluate import evaluate
     from mnv2_tasks.predict import Predictor
-    from mnv2_tasks.train import train
 
-    cfg = make_cfg(*DET)
-    train(cfg)
-    q = make_cfg(*DET, "quant=qat", f"quant.from_ckpt={cfg.paths.output_dir}/checkpoints/last.ckpt",
-                 "quant.freeze_bn_epoch=0", "quant.freeze_observer_epoch=1", "quant.targets=[all]")
-    q.paths.output_dir = str(tmp_path / "qat")
-    train(q)
-    out = tmp_path / "qat"
-    saved = json.loads((out / "metrics.json").read_text())
+    from conftest import TINY_DET as DET
+
+    out, saved = qat_all_targets.dir, qat_all_targets.metrics
     assert saved["quant_scheme"] == "s8sym"
     for name in ("model.fp32.onnx", "model.int8.onnx", "model.fp32.xml", "model.int8.xml", "model.int8.bin",
                  "model.fp32.pte", "model.int8.pte", "model.int8.trt.onnx"):
         assert (out / name).is_file(), name
+    # the float files are the float network (the QAT run's starting point) in every runtime: the same detections.
+    # Compared detection by detection, not by mAP: this two-epoch detector's scores are near-ties (0.2 +- 0.005), so
+    # any float difference reorders them and moves its near-zero mAP (CI once saw 0.0027 against 0.0064)
+    net = load_model(tiny_detector.last)
+    images = real_images(shapes_root, 6, 64, "coco/val")
+    with torch.no_grad():
+        ref = net(images.contiguous(memory_format=torch.channels_last))
+    assert sum(len(r["boxes"]) for r in ref) > 0
     for key in ("onnx", "openvino", "executorch"):
-        # the float files are the float network in every runtime: the same mAP
-        assert saved[f"{key}_fp32_mAP"] == pytest.approx(saved["torch_fp32_mAP"], abs=1e-3), key
+        assert _matched(open_model(out / saved[f"{key}_fp32_file"])(images), ref) >= 0.9, key
+        assert saved[f"{key}_fp32_mAP"] == pytest.approx(saved["torch_fp32_mAP"], abs=0.02), key
     for key in ("onnx", "openvino", "executorch", "tensorrt"):
         assert 0.0 <= saved[f"{key}_int8_mAP"] <= 1.0
         assert saved[f"{key}_int8_mAP"] == pytest.approx(saved["torch_int8_mAP"], abs=0.02), key
     check_tensorrt_qdq(out / "model.int8.trt.onnx")
     # tools/eval.py scores an .xml and a .pte like the run did
     for name, key in (("model.int8.xml", "openvino_int8_mAP"), ("model.int8.pte", "executorch_int8_mAP")):
-        ecfg = make_cfg(*DET, f"ckpt={out / name}", config_name="eval")
+        ecfg = make_cfg(*DET, f"ckpt={out / name}", config_name="eval")  # the run's preset: one image per batch
         ecfg.paths.output_dir = str(tmp_path / f"eval_{name}")
         assert evaluate(ecfg)["mAP"] == pytest.approx(saved[key], abs=1e-6)
     # the Predictor takes them too, answering like the .onnx

@@ -11,8 +11,7 @@ import torch
 from mnv2_tasks import load_model
 from mnv2_tasks.train import train
 
-TINY = ["task=detection", "pretrain=none", "model.net.width_mult=0.35", "data.image_size=64", "data.batch_size=8", "data.eval_batch_size=6",
-        "data.num_workers=0", "trainer.max_epochs=1", "trainer.check_val_every_n_epoch=1"]
+from conftest import TINY_DET as TINY
 
 
 def test_config_composes_paper_model_and_shapes_data(make_cfg):
@@ -27,10 +26,8 @@ def test_config_composes_paper_model_and_shapes_data(make_cfg):
     assert tv.model.net.num_classes == 5
 
 
-def test_train_detection_writes_coco_results(make_cfg, shapes_root):
-    cfg = make_cfg(*TINY)
-    metrics = train(cfg)
-    out = cfg.paths.output_dir
+def test_train_detection_writes_coco_results(tiny_detector):
+    metrics, out = tiny_detector.returned, str(tiny_detector.dir)
     saved = json.loads(open(f"{out}/metrics.json").read())
     for key in ("mAP", "mAP50", "mAP75", "mAP_small", "mAP_medium", "mAP_large"):
         assert key in saved
@@ -55,7 +52,7 @@ def test_train_detection_writes_coco_results(make_cfg, shapes_root):
 
 
 def test_train_torchvision_baseline_through_same_pipeline(make_cfg):
-    cfg = make_cfg(*TINY, "model=ssdlite_tv_mnv3")
+    cfg = make_cfg(*TINY, "model=ssdlite_tv_mnv3", "trainer.max_epochs=1", "data.eval_batch_size=6")
     metrics = train(cfg)
     assert 0.0 <= metrics["mAP"] <= 1.0
     assert os.path.isfile(f"{cfg.paths.output_dir}/val_predictions.json")

@@ -149,16 +149,12 @@ def test_ort_session_uses_requested_threads(classifier_files):
 
 
 @pytest.mark.slow
-def test_exporter_refuses_wrong_task_width_and_onnx(make_cfg, tmp_path, capsys):
+def test_exporter_refuses_wrong_task_width_and_onnx(tiny_classifier, shapes_root, tmp_path, capsys):
     """tools/export.py's export_checkpoint: a float checkpoint exported and checked; another task/width, or an .onnx, refused."""
     from mnv2_tasks.quant.export import export_checkpoint
-    from mnv2_tasks.train import train
 
-    cfg = make_cfg("task=classification", "model.net.width_mult=0.35", "data.batch_size=8", "data.num_workers=0",
-                   "data.image_size=48", "trainer.max_epochs=1")
-    train(cfg)
-    ckpt = f"{cfg.paths.output_dir}/checkpoints/last.ckpt"
-    data = f"paths.data_dir={cfg.paths.data_dir}"
+    ckpt = str(tiny_classifier.last)
+    data = f"paths.data_dir={shapes_root}"
     rep = export_checkpoint(ckpt, "int8", out_dir=tmp_path, check_images=3, calibration_images=8, overrides=[data])
     checks = rep["files"]["onnx_int8"]["checks"]
     assert set(checks) == {"batch 1", "batch 3"} and rep["int8_source"].startswith("ptq")

@@ -9,10 +9,7 @@ import pytest
 import torch
 
 from mnv2_tasks.models.multitask import build_multitask
-from mnv2_tasks.train import train
-
-TINY = ["task=multitask", "pretrain=none", "model.net.width_mult=0.35", "data.image_size=64", "data.batch_size=8",
-        "data.eval_batch_size=6", "data.num_workers=0", "trainer.max_epochs=1", "trainer.check_val_every_n_epoch=1"]
+from conftest import TINY_MT as TINY, qat_overrides
 
 
 def _tiny_net():
@@ -41,26 +38,25 @@ def test_one_backbone_pass_feeds_both_heads_in_train_and_eval_mode():
     assert net.backbone.feature_info.reduction() == [4, 16, 32] and net.levels == [1, 2]
 
 
-def test_train_writes_both_tasks_metrics_and_per_head_losses(make_cfg):
-    cfg = make_cfg(*TINY)
-    metrics = train(cfg)
-    saved = json.loads(open(f"{cfg.paths.output_dir}/metrics.json").read())
+def test_train_writes_both_tasks_metrics_and_per_head_losses(tiny_multitask):
+    metrics, out = tiny_multitask.returned, str(tiny_multitask.dir)
+    saved = json.loads(open(f"{out}/metrics.json").read())
     for key in ("mAP", "mAP50", "mAP75", "mIoU", "pixel_acc", "iou_background", "iou_circle"):
         assert key in saved, key
     assert 0.0 <= saved["mAP"] <= 1.0 and 0.0 <= saved["mIoU"] <= 1.0
     assert saved["task"] == "multitask" and metrics["mIoU"] == pytest.approx(saved["mIoU"])
-    assert (Path(cfg.paths.output_dir) / "val_predictions.png").is_file() and (Path(cfg.paths.output_dir) / "curves.png").is_file()
+    assert (Path(out) / "val_predictions.png").is_file() and (Path(out) / "curves.png").is_file()
     import csv
 
-    logs = next(Path(cfg.paths.output_dir).rglob("metrics.csv"))
+    logs = next(Path(out).rglob("metrics.csv"))
     header = next(csv.reader(open(logs)))
     assert {"val/bbox_regression", "val/classification", "val/seg", "val/loss"} <= set(header)  # one curve per head
     from mnv2_tasks import load_model
 
-    ckpt = torch.load(f"{cfg.paths.output_dir}/checkpoints/last.ckpt", weights_only=True)
+    ckpt = torch.load(f"{out}/checkpoints/last.ckpt", weights_only=True)
     inputs = ckpt["mnv2_tasks"]["input"]
     assert inputs["class_names"] == ["circle", "square", "triangle", "star"] and len(inputs["category_ids"]) == 4
-    net = load_model(f"{cfg.paths.output_dir}/checkpoints/last.ckpt")
+    net = load_model(f"{out}/checkpoints/last.ckpt")
     assert net.task == "multitask" and not net.training
 
 
@@ -78,7 +74,7 @@ def test_boxes_without_masks_are_a_clear_error(shapes_root, tmp_path):
 
 
 @pytest.mark.slow
-def test_qat_exports_one_graph_with_both_output_groups(make_cfg, tmp_path):
+def test_qat_exports_one_graph_with_both_output_groups(make_cfg, tmp_path, tiny_multitask):
     """quant=qat from a multitask run: one ONNX graph, detections (NMS in the graph) and segmentation logits,
     equal to the PyTorch converted model in ONNX Runtime, and both metrics measured in ORT."""
     from mnv2_tasks.quant.deploy import DeployModule
@@ -87,10 +83,9 @@ def test_qat_exports_one_graph_with_both_output_groups(make_cfg, tmp_path):
     from mnv2_tasks.quant.parity import compare_outputs
     from mnv2_tasks.quant.pt2e import convert
 
-    cfg = make_cfg(*TINY)
-    train(cfg)
-    fp32 = f"{cfg.paths.output_dir}/checkpoints/last.ckpt"
-    cfg_q = make_cfg(*TINY, "quant=qat", f"quant.from_ckpt={fp32}", "quant.freeze_bn_epoch=0", "quant.freeze_observer_epoch=1")
+    from mnv2_tasks.train import train
+
+    cfg_q = make_cfg(*TINY, *qat_overrides(tiny_multitask.last))
     cfg_q.paths.output_dir = str(tmp_path / "qat")
     train(cfg_q)
     saved = json.loads((tmp_path / "qat" / "metrics.json").read_text())
@@ -108,14 +103,12 @@ def test_qat_exports_one_graph_with_both_output_groups(make_cfg, tmp_path):
     assert set(got) == {"detections", "segmentation"} and len(got["detections"]) == 3
 
 
-def test_eval_and_predict_take_a_multitask_checkpoint(make_cfg, shapes_root, tmp_path):
+def test_eval_and_predict_take_a_multitask_checkpoint(make_cfg, shapes_root, tmp_path, tiny_multitask):
     from mnv2_tasks.evaluate import evaluate
     from mnv2_tasks.predict import Predictor
     from mnv2_tasks.predict_cli import main as predict_main
 
-    cfg = make_cfg(*TINY)
-    metrics = train(cfg)
-    ckpt = f"{cfg.paths.output_dir}/checkpoints/last.ckpt"
+    metrics, ckpt = tiny_multitask.metrics, str(tiny_multitask.last)
     got = evaluate(make_cfg(*TINY, f"ckpt={ckpt}", config_name="eval"))
     assert got["mAP"] == pytest.approx(metrics["mAP"], abs=1e-6) and got["mIoU"] == pytest.approx(metrics["mIoU"], abs=1e-6)
     image = sorted((shapes_root / "coco" / "val").glob("*.jpg"))[0]

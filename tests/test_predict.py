@@ -11,13 +11,6 @@ import torch
 
 from mnv2_tasks.predict import Predictor
 from mnv2_tasks.predict_cli import main as predict_main
-from mnv2_tasks.train import train
-
-DET = ["task=detection", "pretrain=none", "model.net.width_mult=0.35", "data.image_size=64", "data.batch_size=8",
-       "data.eval_batch_size=6", "data.num_workers=0", "trainer.max_epochs=2", "trainer.check_val_every_n_epoch=1"]
-SEG = ["task=segmentation", "pretrain=none", "model.net.width_mult=0.35", "data.crop_size=64", "data.batch_size=4",
-       "data.num_workers=0", "trainer.max_epochs=1", "trainer.check_val_every_n_epoch=1", "model.net.head_chs=32"]
-CLS = ["task=classification", "model.net.width_mult=0.35", "data.batch_size=8", "data.num_workers=0", "trainer.max_epochs=1"]
 
 
 def _image_id_records(pred_json: Path, ann_file: Path) -> list[dict]:
@@ -43,19 +36,20 @@ def _by_image(records: list[dict]) -> dict:
     return {k: sorted(v, key=lambda t: (-t[1], t[0], t[2])) for k, v in out.items()}
 
 
-def test_detection_predict_json_is_the_runs_evaluation(make_cfg, shapes_root, tmp_path):
+def test_detection_predict_json_is_the_runs_evaluation(tiny_detector, shapes_root, tmp_path):
     # evaluated one image per batch, as the predictor runs: the same kernels on the same shapes give the same floats.
     # (A batch of 6 computes the convolutions in another order: scores move by an ulp, and this barely trained
     # detector's near-tied scores then keep other boxes.) The run trains channels-last, so this also checks that the
     # predictor runs in the memory format evaluation ran in.
-    cfg = make_cfg(*DET, "data.eval_batch_size=1")
-    assert cfg.model.channels_last
-    metrics = train(cfg)
-    ckpt = Path(cfg.paths.output_dir, "checkpoints", "last.ckpt")  # metrics.json holds the last validation
+    from mnv2_tasks.checkpoint import read_checkpoint
+
+    run = tiny_detector  # debug=tiny_detection: two epochs, validated after each, one image per batch
+    assert read_checkpoint(run.last)["mnv2_tasks"]["input"]["channels_last"]
+    metrics, ckpt = run.metrics, run.last  # metrics.json holds the last validation
     assert predict_main([str(ckpt), str(shapes_root / "coco" / "val"), "--out", str(tmp_path / "p"), "--json"]) == 0
     ann = shapes_root / "coco" / "annotations" / "instances_val.json"
     predicted = _image_id_records(tmp_path / "p" / "predictions.json", ann)
-    evaluated = json.loads(Path(cfg.paths.output_dir, "val_predictions.json").read_text())
+    evaluated = json.loads((run.dir / "val_predictions.json").read_text())
     assert len(predicted) == len(evaluated) == metrics["num_detections"] > 0
     # every detection: the same class, score and box (predict records boxes to 1e-3 pixel)
     assert _by_image(predicted) == _by_image(evaluated)
@@ -64,17 +58,17 @@ def test_detection_predict_json_is_the_runs_evaluation(make_cfg, shapes_root, tm
     assert "AP_per_class" in metrics and set(metrics["AP_per_class"]) == {"circle", "square", "triangle", "star"}
     from PIL import Image
 
-    grid = Image.open(Path(cfg.paths.output_dir) / "val_predictions.png")  # 12 val images drawn: a 4 x 3 grid of 64 px
+    grid = Image.open(run.dir / "val_predictions.png")  # 12 val images drawn: a 4 x 3 grid of 64 px
     assert grid.size == (4 * 64, 3 * 64)
 
 
-def test_segmentation_predictor_masks_score_the_runs_miou(make_cfg, shapes_root):
+def test_segmentation_predictor_masks_score_the_runs_miou(tiny_segmenter, shapes_root):
     from mnv2_tasks.data.images import read_rgb
     from mnv2_tasks.metrics.segmentation import ConfusionMatrix
 
-    cfg = make_cfg(*SEG, "data.eval_batch_size=1")  # one image per batch, as the predictor runs
-    metrics = train(cfg)
-    predictor = Predictor(next(Path(cfg.paths.output_dir, "checkpoints").glob("best*.ckpt")))
+    # debug=tiny_segmentation: one image per batch, as the predictor runs; one epoch: metrics.json is last.ckpt's
+    metrics = tiny_segmenter.metrics
+    predictor = Predictor(tiny_segmenter.last)
     assert predictor.input_spec["image_size"] is None  # evaluated at full resolution: recorded as such
     voc = shapes_root / "voc"
     confmat = ConfusionMatrix(5)
@@ -88,12 +82,12 @@ def test_segmentation_predictor_masks_score_the_runs_miou(make_cfg, shapes_root)
     assert confmat.compute()["mIoU"] == pytest.approx(metrics["mIoU"], abs=1e-6)
 
 
-def test_classification_predictor_top1_is_the_runs(make_cfg, shapes_root):
+def test_classification_predictor_top1_is_the_runs(tiny_classifier, shapes_root):
     from mnv2_tasks.data.images import read_rgb
 
-    cfg = make_cfg(*CLS, "+data.eval_batch_size=1")  # one image per batch, as the predictor runs
-    metrics = train(cfg)
-    predictor = Predictor(f"{cfg.paths.output_dir}/checkpoints/last.ckpt")
+    # debug=tiny_classification: one image per batch, as the predictor runs; metrics.json is last.ckpt's validation
+    metrics = tiny_classifier.metrics
+    predictor = Predictor(tiny_classifier.last)
     names = predictor.class_names
     hits = total = 0
     for cls_dir in sorted((shapes_root / "imagefolder" / "val").iterdir()):
@@ -119,27 +113,23 @@ def test_torchvision_imagenet_weights_print_imagenet_classes(tmp_path, shapes_ro
     assert (tmp_path / "p" / f"{image.stem}.pred.png").is_file()
 
 
-def test_video_file_goes_through_the_stream_path(make_cfg, shapes_root, tmp_path, capsys):
+def test_video_file_goes_through_the_stream_path(tiny_classifier, shapes_root, tmp_path, capsys):
     import cv2
 
-    cfg = make_cfg(*CLS)
-    train(cfg)
     frames = sorted((shapes_root / "coco" / "val").glob("*.jpg"))[:5]
     writer = cv2.VideoWriter(str(tmp_path / "clip.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 5, (96, 96))
     for f in frames:
         writer.write(cv2.imread(str(f)))
     writer.release()
-    assert predict_main([f"{cfg.paths.output_dir}/checkpoints/last.ckpt", str(tmp_path / "clip.mp4"), "--out", str(tmp_path / "p")]) == 0
+    assert predict_main([str(tiny_classifier.last), str(tmp_path / "clip.mp4"), "--out", str(tmp_path / "p")]) == 0
     out = capsys.readouterr().out
     assert "5 frames: p50" in out and "frames/s" in out
     cap = cv2.VideoCapture(str(tmp_path / "p" / "clip.pred.mp4"))
     assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 5
 
 
-def test_bad_model_files_and_inputs_are_one_line_errors(make_cfg, shapes_root, tmp_path, capsys):
-    cfg = make_cfg(*CLS)
-    train(cfg)
-    ckpt = f"{cfg.paths.output_dir}/checkpoints/last.ckpt"
+def test_bad_model_files_and_inputs_are_one_line_errors(tiny_classifier, shapes_root, tmp_path, capsys):
+    ckpt = str(tiny_classifier.last)
     (tmp_path / "broken.onnx").write_bytes(b"not a model")
     with pytest.raises(SystemExit, match=r"^error: .*broken.onnx: not a valid ONNX model"):
         predict_main([str(tmp_path / "broken.onnx"), str(shapes_root / "coco" / "val")])
@@ -164,15 +154,10 @@ def test_bad_model_files_and_inputs_are_one_line_errors(make_cfg, shapes_root, t
 
 
 @pytest.mark.slow
-def test_int8_onnx_predictions_score_the_runs_onnx_int8_map(make_cfg, shapes_root, tmp_path):
-    cfg = make_cfg(*DET)
-    train(cfg)
-    # the int8 file evaluated one image per batch, as the predictor runs it (see the test above)
-    q = make_cfg(*DET, "trainer.max_epochs=1", "quant=qat", f"quant.from_ckpt={cfg.paths.output_dir}/checkpoints/last.ckpt",
-                 "quant.freeze_bn_epoch=0", "quant.freeze_observer_epoch=1", "data.eval_batch_size=1")
-    q.paths.output_dir = str(tmp_path / "qat")
-    metrics = train(q)
-    onnx = tmp_path / "qat" / "model.int8.onnx"
+def test_int8_onnx_predictions_score_the_runs_onnx_int8_map(qat_all_targets, shapes_root, tmp_path):
+    # the QAT run's int8 files are evaluated one image per batch, as the predictor runs them (see the test above)
+    metrics = qat_all_targets.metrics
+    onnx = qat_all_targets.dir / "model.int8.onnx"
     assert predict_main([str(onnx), str(shapes_root / "coco" / "val"), "--out", str(tmp_path / "p"), "--json"]) == 0
     ann = shapes_root / "coco" / "annotations" / "instances_val.json"
     assert _score_predictions(tmp_path / "p" / "predictions.json", ann) == pytest.approx(metrics["onnx_int8_mAP"], abs=1e-4)

@@ -37,14 +37,14 @@ def data_bn(net: torch.nn.Module, images: torch.Tensor, steps: int = 4) -> torch
 
 
 @pytest.fixture(scope="module")
-def tiny_classifier(shapes_root):
+def bn_classifier(shapes_root):
     torch.manual_seed(0)
     images = real_images(shapes_root, 8, 48)
     return data_bn(MobileNetV2(num_classes=4, width_mult=0.35, dropout=0.0), images), images
 
 
-def test_quantizer_puts_every_conv_and_residual_add_in_int8(tiny_classifier):
-    net, images = tiny_classifier
+def test_quantizer_puts_every_conv_and_residual_add_in_int8(bn_classifier):
+    net, images = bn_classifier
     prepared = prepare(net, images[:2], qat=False)
     calibrate(prepared, [images])
     q = convert(prepared)
@@ -67,8 +67,8 @@ def test_quantizer_puts_every_conv_and_residual_add_in_int8(tiny_classifier):
 
 
 @pytest.mark.slow  # ~20 s: keeps `make test` near 3 minutes; CI runs it
-def test_quantnet_trains_switches_modes_and_saves_graph_state(tiny_classifier):
-    net, images = tiny_classifier
+def test_quantnet_trains_switches_modes_and_saves_graph_state(bn_classifier):
+    net, images = bn_classifier
     qn = QuantNet(prepare(net, images[:2], qat=True), net)
     assert qn.training and qn.num_classes == 4
     # parameters are the graph's only (the float network is not a submodule)
@@ -94,12 +94,12 @@ def test_quantnet_trains_switches_modes_and_saves_graph_state(tiny_classifier):
         torch.testing.assert_close(fresh(images), qn(images))
 
 
-def test_calibrated_activation_ranges_match_ptq_and_stay_fixed(tiny_classifier):
+def test_calibrated_activation_ranges_match_ptq_and_stay_fixed(bn_classifier):
     """act_ranges=calibrated: every activation fake-quant starts at PTQ's histogram range and keeps it through
     training steps (and QuantNet.train), while the weight fake-quants keep observing."""
     from mnv2_tasks.quant.pt2e import calibrate_activation_ranges
 
-    net, images = tiny_classifier
+    net, images = bn_classifier
     ptq = prepare(net, images[:2], qat=False, scheme="s8sym")
     calibrate(ptq, [images])
     qat = prepare(net, images[:2], qat=True, scheme="s8sym")
@@ -157,18 +157,15 @@ def test_qat_graph_is_the_float_network_whatever_the_batchnorm_eps(shapes_root):
     assert {m.eps for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)} == {0.1}  # the float net is untouched
 
 
-QAT_TINY = ["task=classification", "model.net.width_mult=0.35", "data.batch_size=8", "data.num_workers=0",
-            "data.image_size=48"]
+from conftest import TINY_CLS as QAT_TINY, TINY_SEG
 
 
 @pytest.mark.slow
-def test_qat_train_exports_evaluates_and_resumes(make_cfg, tmp_path):
+def test_qat_train_exports_evaluates_and_resumes(make_cfg, tmp_path, tiny_classifier):
     from mnv2_tasks.models import CheckpointError
     from mnv2_tasks.train import train
 
-    cfg = make_cfg(*QAT_TINY, "trainer.max_epochs=2")
-    train(cfg)
-    fp32 = f"{cfg.paths.output_dir}/checkpoints/last.ckpt"
+    fp32 = str(tiny_classifier.last)  # two epochs
     q = ["quant=qat", f"quant.from_ckpt={fp32}", "quant.freeze_bn_epoch=1", "quant.freeze_observer_epoch=1"]
     cfg_q = make_cfg(*QAT_TINY, "trainer.max_epochs=1", *q)
     cfg_q.paths.output_dir = str(tmp_path / "qat")
@@ -202,12 +199,10 @@ def test_qat_train_exports_evaluates_and_resumes(make_cfg, tmp_path):
 
 
 @pytest.mark.slow
-def test_ptq_run_from_float_checkpoint(make_cfg, tmp_path):
+def test_ptq_run_from_float_checkpoint(make_cfg, tmp_path, tiny_classifier):
     from mnv2_tasks.train import train
 
-    cfg = make_cfg(*QAT_TINY, "trainer.max_epochs=1")
-    train(cfg)
-    fp32 = f"{cfg.paths.output_dir}/checkpoints/last.ckpt"
+    fp32 = str(tiny_classifier.last)
     cfg_p = make_cfg(*QAT_TINY, "trainer.max_epochs=0", "quant=ptq", f"quant.from_ckpt={fp32}",
                      "quant.num_calibration_images=16")
     cfg_p.paths.output_dir = str(tmp_path / "ptq")
@@ -218,17 +213,13 @@ def test_ptq_run_from_float_checkpoint(make_cfg, tmp_path):
 
 
 @pytest.mark.slow
-def test_segmentation_qat_trains_on_crops_and_evaluates_whole_images(make_cfg, tmp_path):
+def test_segmentation_qat_trains_on_crops_and_evaluates_whole_images(make_cfg, tmp_path, tiny_segmenter):
     """The QAT graph of a segmenter has dynamic height and width: 64-px training crops, 96-px val images."""
     from mnv2_tasks.train import train
 
-    tiny = ["task=segmentation", "pretrain=none", "model.net.width_mult=0.35", "model.net.head_chs=32",
-            "data.batch_size=4", "data.eval_batch_size=6", "data.num_workers=0", "data.crop_size=64"]
-    cfg = make_cfg(*tiny, "trainer.max_epochs=1")
-    train(cfg)
-    fp32 = f"{cfg.paths.output_dir}/checkpoints/last.ckpt"
-    cfg_q = make_cfg(*tiny, "trainer.max_epochs=1", "quant=qat", f"quant.from_ckpt={fp32}", "quant.freeze_bn_epoch=0",
-                     "quant.freeze_observer_epoch=1")
+    from conftest import qat_overrides
+
+    cfg_q = make_cfg(*TINY_SEG, *qat_overrides(tiny_segmenter.last))
     cfg_q.paths.output_dir = str(tmp_path / "qat")
     metrics = train(cfg_q)
     assert (tmp_path / "qat" / "model.int8.onnx").is_file()

@@ -11,12 +11,6 @@ from mnv2_tasks.data.images import read_rgb
 from mnv2_tasks.predict import Predictor
 from mnv2_tasks.predict_cli import main as predict_main
 from mnv2_tasks.rosbag_io import list_image_topics, read_frames, typestore, write_image_bag
-from mnv2_tasks.train import train
-
-DET = ["task=detection", "pretrain=none", "model.net.width_mult=0.35", "data.image_size=64", "data.batch_size=8",
-       "data.num_workers=0", "trainer.max_epochs=1"]
-SEG = ["task=segmentation", "pretrain=none", "model.net.width_mult=0.35", "data.crop_size=64", "data.batch_size=4",
-       "data.num_workers=0", "trainer.max_epochs=1", "model.net.head_chs=32"]
 
 
 def make_bag(path: Path, images: list[Path], storage: str = "mcap", kind: str = "rgb8", topic: str = "/camera/image_raw") -> list:
@@ -35,13 +29,9 @@ def read_out(bag: Path, topic: str) -> list:
         return [(log_time, store.deserialize_cdr(raw, c.msgtype)) for c, log_time, raw in r.messages(connections=conns)]
 
 
-@pytest.fixture(scope="module")
-def det_ckpt(tmp_path_factory, shapes_root):
-    from conftest import compose_cfg
-
-    cfg = compose_cfg(DET, tmp_path_factory.mktemp("det"), shapes_root)
-    train(cfg)
-    return Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+@pytest.fixture
+def det_ckpt(tiny_detector):
+    return tiny_detector.last
 
 
 @pytest.mark.parametrize("storage,kind", [("mcap", "rgb8"), ("sqlite3", "bgr8"), ("mcap", "jpeg"), ("sqlite3", "png"), ("mcap", "mono8")])
@@ -69,10 +59,8 @@ def test_detections_bag_matches_the_predictor_frame_by_frame(det_ckpt, shapes_ro
             assert np.abs(np.array(got) - box).max() <= 0.5
 
 
-def test_segmentation_masks_bag(make_cfg, shapes_root, tmp_path):
-    cfg = make_cfg(*SEG)
-    train(cfg)
-    ckpt = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+def test_segmentation_masks_bag(tiny_segmenter, shapes_root, tmp_path):
+    ckpt = tiny_segmenter.last
     images = sorted((shapes_root / "voc" / "JPEGImages").glob("*.jpg"))[:3]
     make_bag(tmp_path / "in", images, "mcap", "jpeg")
     assert predict_main([str(ckpt), str(tmp_path / "in"), "--topic", "/camera/image_raw", "--out", str(tmp_path / "out")]) == 0

@@ -15,8 +15,7 @@ from mnv2_tasks.models.deeplabv3 import DeepLabV3, build_deeplabv3
 from mnv2_tasks.tasks.segmentation import SegmentationModule, segmentation_loss
 from mnv2_tasks.train import train
 
-TINY = ["task=segmentation", "pretrain=none", "model.net.width_mult=0.35", "model.net.head_chs=32", "data.batch_size=4",
-        "data.eval_batch_size=5", "data.num_workers=0", "data.crop_size=64", "trainer.max_epochs=2"]
+from conftest import TINY_SEG as TINY
 CLASSES = ["background", "circle", "square", "triangle", "star"]
 
 
@@ -26,16 +25,18 @@ def _val_pixels(shapes_root) -> int:
     return sum(int((np.array(Image.open(voc / "SegmentationClass" / f"{s}.png")) != 255).sum()) for s in stems)
 
 
-def test_train_segmentation_writes_metrics_and_checkpoint(make_cfg, shapes_root):
-    cfg = make_cfg(*TINY)
-    metrics = train(cfg)
-    out = cfg.paths.output_dir
+def test_train_segmentation_writes_metrics_and_checkpoint(make_cfg, shapes_root, tiny_segmenter):
+    from mnv2_tasks.evaluate import evaluate
+
+    metrics, out = tiny_segmenter.returned, str(tiny_segmenter.dir)
     saved = json.loads(open(f"{out}/metrics.json").read())
-    assert saved["task"] == "segmentation" and saved["epochs"] == 2
+    assert saved["task"] == "segmentation" and saved["epochs"] == 1
     assert 0.0 <= saved["mIoU"] <= 1.0 and 0.0 <= saved["pixel_acc"] <= 1.0
     assert saved["mIoU"] == pytest.approx(metrics["mIoU"])
-    # every non-ignored val pixel counted exactly once (full resolution, batches of 5 of 12 images)
+    # every non-ignored val pixel counted exactly once (full resolution), one image per batch and batches of 5 of 12
     assert saved["num_pixels"] == _val_pixels(shapes_root)
+    in_fives = evaluate(make_cfg(*TINY, "data.eval_batch_size=5", f"ckpt={tiny_segmenter.last}", config_name="eval"))
+    assert in_fives["num_pixels"] == _val_pixels(shapes_root)
     ious = [saved[f"iou_{c}"] for c in CLASSES]
     assert all(v is None or 0.0 <= v <= 1.0 for v in ious)
     present = [v for v in ious if v is not None]
@@ -58,7 +59,7 @@ def test_train_segmentation_writes_metrics_and_checkpoint(make_cfg, shapes_root)
 
 
 def test_batch_size_one_aux_weights_cosine(make_cfg):
-    cfg = make_cfg(*TINY[:-1], "data.batch_size=1", "trainer.max_epochs=1", "+trainer.limit_train_batches=3",
+    cfg = make_cfg(*TINY, "data.batch_size=1", "trainer.max_epochs=1", "+trainer.limit_train_batches=3",
                    "model.net.aux=true", "model.net.aspp=true", "scheduler=cosine",
                    "model.class_weights=[0.5,1.0,1.0,1.0,1.0]", "callbacks=none")
     metrics = train(cfg)

@@ -6,19 +6,15 @@ import pytest
 import torch
 import torchvision
 
-from mnv2_tasks.models import CheckpointError
-from mnv2_tasks.train import train
 from mnv2_tasks.evaluate import evaluate
+from mnv2_tasks.models import CheckpointError
 
-TINY = ["task=classification", "model.net.width_mult=0.35", "data.batch_size=8", "data.num_workers=0",
-        "data.image_size=48", "trainer.max_epochs=1"]
+from conftest import TINY_CLS as TINY
 
 
 @pytest.fixture
-def trained_ckpt(make_cfg):
-    cfg = make_cfg(*TINY)
-    metrics = train(cfg)
-    return f"{cfg.paths.output_dir}/checkpoints/last.ckpt", metrics
+def trained_ckpt(tiny_classifier):
+    return str(tiny_classifier.last), tiny_classifier.metrics
 
 
 def test_eval_checkpoint_reproduces_training_metrics(make_cfg, trained_ckpt):

@@ -12,14 +12,11 @@ from mnv2_tasks import load_model
 from mnv2_tasks.models import CheckpointError
 from mnv2_tasks.train import train
 
-TINY = ["task=classification", "model.net.width_mult=0.35", "data.batch_size=8", "data.num_workers=0",
-        "data.image_size=48", "trainer.max_epochs=2"]
+from conftest import TINY_CLS as TINY
 
 
-def test_train_classification_writes_run_dir(make_cfg):
-    cfg = make_cfg(*TINY)
-    metrics = train(cfg)
-    out = cfg.paths.output_dir
+def test_train_classification_writes_run_dir(tiny_classifier):
+    metrics, out = tiny_classifier.returned, str(tiny_classifier.dir)
     saved = json.loads(open(f"{out}/metrics.json").read())
     assert 0.0 <= saved["top1"] <= 1.0 and 0.0 <= saved["top5"] <= 1.0
     assert saved["top5"] >= saved["top1"]
@@ -46,21 +43,18 @@ def test_train_classification_writes_run_dir(make_cfg):
     torch.testing.assert_close(net(x), ref(x))
 
 
-def test_resume_from_checkpoint_continues_epochs(make_cfg, tmp_path):
-    cfg = make_cfg(*TINY[:-1], "trainer.max_epochs=1")
-    train(cfg)
-    last = f"{cfg.paths.output_dir}/checkpoints/last.ckpt"
-    cfg2 = make_cfg(*TINY[:-1], "trainer.max_epochs=2", f"ckpt_path={last}")
+def test_resume_from_checkpoint_continues_epochs(make_cfg, tmp_path, tiny_classifier):
+    cfg2 = make_cfg(*TINY, "trainer.max_epochs=3", f"ckpt_path={tiny_classifier.last}")  # 2 epochs done
     cfg2.paths.output_dir = str(tmp_path / "resumed")
     metrics = train(cfg2)
-    assert metrics["epochs"] == 2
-    assert torch.load(f"{tmp_path}/resumed/checkpoints/last.ckpt", weights_only=True)["epoch"] == 1
+    assert metrics["epochs"] == 3
+    assert torch.load(f"{tmp_path}/resumed/checkpoints/last.ckpt", weights_only=True)["epoch"] == 2
 
 
 def test_last_checkpoint_is_the_last_epoch_when_the_best_is_earlier(make_cfg):
     """last.ckpt is the end of training even when no later validation beats the first: monitoring the step,
     minimised, makes epoch 0 the best for good (Lightning 2.6's save_last alone left last.ckpt at that epoch)."""
-    cfg = make_cfg(*TINY[:-1], "trainer.max_epochs=3", "monitor.metric=step", "monitor.mode=min")
+    cfg = make_cfg(*TINY, "trainer.max_epochs=3", "monitor.metric=step", "monitor.mode=min")
     train(cfg)
     ckpts = Path(cfg.paths.output_dir, "checkpoints")
     assert sorted(p.name for p in ckpts.glob("*.ckpt")) == ["best-000.ckpt", "last.ckpt"]
@@ -69,11 +63,8 @@ def test_last_checkpoint_is_the_last_epoch_when_the_best_is_earlier(make_cfg):
     assert any(not torch.equal(last["state_dict"][k], v) for k, v in best["state_dict"].items() if v.is_floating_point())
 
 
-def test_resume_refuses_other_width(make_cfg, tmp_path):
-    cfg = make_cfg(*TINY[:-1], "trainer.max_epochs=1")
-    train(cfg)
-    last = f"{cfg.paths.output_dir}/checkpoints/last.ckpt"
-    cfg2 = make_cfg(*TINY, "model.net.width_mult=0.5", f"ckpt_path={last}")
+def test_resume_refuses_other_width(make_cfg, tiny_classifier):
+    cfg2 = make_cfg(*TINY, "model.net.width_mult=0.5", f"ckpt_path={tiny_classifier.last}")
     with pytest.raises(CheckpointError, match=r"width_mult=0.35.*model.net.width_mult=0.35"):
         train(cfg2)
 
@@ -89,7 +80,7 @@ def test_frozen_backbone_keeps_weights_and_bn_statistics(make_cfg, tmp_path):
 
     init = MobileNetV2(num_classes=4, width_mult=0.35)
     torch.save(init.state_dict(), tmp_path / "init.pth")
-    cfg = make_cfg(*TINY[:-1], "trainer.max_epochs=1", "model.freeze_backbone=true", f"model.pretrained={tmp_path}/init.pth",
+    cfg = make_cfg(*TINY, "trainer.max_epochs=1", "model.freeze_backbone=true", f"model.pretrained={tmp_path}/init.pth",
                    "model.net.dropout=0.0")
     train(cfg)
     after = torch.load(f"{cfg.paths.output_dir}/checkpoints/last.ckpt", weights_only=True)["state_dict"]
@@ -102,7 +93,7 @@ def test_frozen_backbone_keeps_weights_and_bn_statistics(make_cfg, tmp_path):
 
 
 def test_ema_callback_averages_weights(make_cfg):
-    cfg = make_cfg(*TINY[:-1], "trainer.max_epochs=1", "callbacks=ema", "callbacks.ema.update_starting_at_step=0",
+    cfg = make_cfg(*TINY, "trainer.max_epochs=1", "callbacks=ema", "callbacks.ema.update_starting_at_step=0",
                    "callbacks.ema.decay=0.5")
     metrics = train(cfg)
     ckpt = torch.load(f"{cfg.paths.output_dir}/checkpoints/last.ckpt", weights_only=True)

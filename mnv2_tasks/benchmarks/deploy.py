@@ -141,7 +141,7 @@ def _profiles(model) -> bool:
 def bench_task(task: str, args, opts) -> tuple[str, list[dict]]:
     from hydra.utils import instantiate
 
-    from ..checkpoint import read_checkpoint
+    from ..checkpoint import ModelRecord
     from ..config import compose_train_config
     from ..quant.export import export_datamodule, load_for_export
     from ..quant.runners import open_model
@@ -154,16 +154,13 @@ def bench_task(task: str, args, opts) -> tuple[str, list[dict]]:
     size = opts.deploy_size or DEFAULT_SIZE[task]
     overrides = [f"paths.data_dir={opts.deploy_data_dir}"] if opts.deploy_data_dir else []
     ckpt = ckpts.get(task)
-    image_size, qat_scheme = None, None
-    if ckpt:
-        loaded = read_checkpoint(ckpt)
-        image_size = (loaded["mnv2_tasks"].get("input") or {}).get("image_size")
-        qat_scheme = (loaded.get("mnv2_tasks", {}).get("quant") or {}).get("scheme", "u8")
-    dm = export_datamodule(task, overrides, image_size)
+    record = ModelRecord.read(ckpt) if ckpt else None
+    qat_scheme = (record.quant or {}).get("scheme") if record else None
+    dm = export_datamodule(task, overrides, record.input.get("image_size") if record else None)
     val_example = _images(dm, 2, train=False)[0][:2]
     calib = _images(dm, opts.deploy_calibration_images, train=True)
     if ckpt:
-        _, net, prepared, _ = load_for_export(Path(ckpt), lambda: val_example)
+        _, net, prepared, _ = load_for_export(record, lambda: val_example)
     else:
         net, prepared = _untrained_net(task, size), None
         net.train()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Callable
 
 import lightning as L
@@ -66,12 +67,31 @@ def make_loader(
 class TaskDataModule(L.LightningDataModule):
     """What every data module of the package shares: loader sizes, the embedded data set's
     generation (``shapes_root``), and the train / val / test loaders over ``train_set`` /
-    ``val_set`` (built by the subclass's ``setup``), batched with ``collate_fn``."""
+    ``val_set`` (built by the subclass's ``setup``), batched with ``collate_fn``.
+
+    The data contract: tasks, evaluation and checkpoints read a data module through the members in
+    ``CONTRACT`` only (``tests/test_contract.py`` checks it), as the model side reads ``TaskNet``'s
+    declarations. A subclass sets them (attributes or properties); the defaults say "not given".
+    """
+
+    # ---- the data contract ----------------------------------------------------------------------
+    num_classes: int  # what the network predicts: classes (segmentation: with background; detection: categories + 1)
+    class_names: list[str] | None = None  # a name per class (detection: per category, labels 1..K)
+    category_ids: list[int] | None = None  # the data set's own id of each class (COCO category ids of labels 1..K)
+    seg_class_names: list[str] | None = None  # multi-task: the segmentation classes' names (background first)
+    val_ann_file: Path | None = None  # detection: the COCO ground truth evaluation scores against, as the module kept it
+    label_to_cat_id: list[int] | None = None  # detection: the category id of each label (index 0: background)
+    root: Path | None = None  # where the data is (named in messages)
+    image_size: int | None = None  # the evaluation input size; None: whole images at their own resolution
+    train_set: Dataset | None = None
+    val_set: Dataset | None = None
+    skipped_samples: int = 0  # bad samples left out by the pre-flight check (data.on_bad=warn)
+    CONTRACT = ("num_classes", "class_names", "category_ids", "seg_class_names", "val_ann_file", "label_to_cat_id",
+                "root", "image_size", "train_set", "val_set", "skipped_samples", "input_spec",
+                "prepare_data", "setup", "train_dataloader", "val_dataloader", "test_dataloader")
 
     collate_fn: Callable | None = None  # a staticmethod in subclasses that batch other than torch's default
-    image_size: int | None = None  # the evaluation input size; None: whole images at their own resolution
     eval_tf = None  # the validation pipeline (albumentations), built by the subclass
-    category_ids: list[int] | None = None  # the data set's own id of each class (COCO category ids of labels 1..K)
 
     def __init__(self, batch_size: int, eval_batch_size: int | None = None, num_workers: int | str = 4,
                  shapes_root: str | None = None, on_bad: str = "error", preflight: bool = True) -> None:
@@ -79,7 +99,7 @@ class TaskDataModule(L.LightningDataModule):
         if on_bad not in ("error", "warn"):
             raise ValueError(f"data.on_bad must be 'error' (stop before training) or 'warn' (skip bad samples), got {on_bad!r}")
         self.on_bad, self.preflight = on_bad, preflight
-        self.skipped_samples = 0  # bad samples left out by the pre-flight check (data.on_bad=warn)
+        self.skipped_samples = 0
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = resolve_workers(num_workers)

@@ -7,6 +7,7 @@ converted PT2E graph); ``DeployModule`` adds ``net.export_outputs`` in one of th
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -48,7 +49,9 @@ class DeployModule(nn.Module):
 def file_metadata(net: nn.Module, fmt: str, example: torch.Tensor, opset: int = OPSET) -> dict[str, str]:
     """What a runtime needs to read the file back: task, format, classes, input size, the network's own settings."""
     meta = {"task": net.task, "mnv2_outputs": fmt, "opset": str(opset), "num_classes": str(net.num_classes),
-            "image_size": f"{example.shape[-2]}x{example.shape[-1]}"}
+            # the export's input size, as the one form every record uses ([H, W]); the file's record
+            # (checkpoint.MODEL_FIELD) says how evaluation fed the network
+            "export_image_size": json.dumps(list(example.shape[-2:]))}
     meta.update(net.export_metadata())
     return meta
 

@@ -10,16 +10,15 @@ calibrates on (in the scheme the targets take, ``targets.scheme_for``). Every ta
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
 from torch import nn
 
-from ..checkpoint import (
-    CheckpointError, build_net, check_compatible, float_net_from, net_state, quant_info_of, read_checkpoint,
-)
+from omegaconf import OmegaConf
+
+from ..checkpoint import MODEL_FIELD, CheckpointError, ModelRecord, build_net, check_compatible, float_net_from, net_state
 from ..config import compose_train_config
 from .deploy import DeployModule
 from .model_file import file_bytes
@@ -35,44 +34,45 @@ __all__ = ["load_for_export", "export_checkpoint", "export_datamodule"]
 _QAT_GRAPH_PREFIX = "net.graph."
 
 
-def load_for_export(ckpt_path: str | Path, example_loader: Callable[[], torch.Tensor] | None = None,
+def load_for_export(ckpt: ModelRecord | str | Path, example_loader: Callable[[], torch.Tensor] | None = None,
                     task: str | None = None, net_overrides: dict | None = None):
-    """(task, float network, prepared QAT graph or None, checkpoint metadata) from a checkpoint of this package.
+    """(task, float network, prepared QAT graph or None, the checkpoint's record) from a checkpoint of this package
+    (a path, or its ``ModelRecord`` already read).
 
     ``task`` / ``net_overrides``: what the user asked for; it must be the checkpoint's.
     ``example_loader`` gives example images to rebuild a QAT checkpoint's graph.
     """
-    ckpt = read_checkpoint(ckpt_path)
-    meta = ckpt["mnv2_tasks"]
-    qinfo = quant_info_of(ckpt)
+    record = ckpt if isinstance(ckpt, ModelRecord) else ModelRecord.read(ckpt)
+    ckpt_path, qinfo = record.path, record.quant
     if task is not None or net_overrides:
-        check_compatible(ckpt, task or meta.get("task"), {**(meta.get("net") or {}), **(net_overrides or {})},
+        check_compatible(record.checkpoint, task or record.task, {**record.net, **(net_overrides or {})},
                          quant=(qinfo or {}).get("mode"), path=ckpt_path)
     if qinfo is None:
-        return meta.get("task"), float_net_from(ckpt, ckpt_path).eval(), None, meta
+        return record.task, float_net_from(record.checkpoint, ckpt_path).eval(), None, record
     # QAT checkpoint: the float weights sit in the captured graph under their original names
-    if not meta.get("net"):
+    if not record.net:
         raise CheckpointError(f"{ckpt_path}: the checkpoint does not record how its network was built ('mnv2_tasks.net')")
-    float_net = build_net(meta["net"]).eval()
-    missing, _ = float_net.load_state_dict(net_state(ckpt["state_dict"], _QAT_GRAPH_PREFIX + "net."), strict=False)
+    float_net = build_net(record.net).eval()
+    missing, _ = float_net.load_state_dict(net_state(record.state_dict, _QAT_GRAPH_PREFIX + "net."), strict=False)
     missing = [k for k in missing if not k.endswith("num_batches_tracked")]
     if missing:
         raise CheckpointError(f"{ckpt_path}: QAT checkpoint lacks float weights {missing[:5]}; was it written by QATCallback?")
     if example_loader is None:
         raise ValueError("a QAT checkpoint needs example images to rebuild its graph")
-    prepared = prepare(float_net, example_loader(), qat=True, scheme=qinfo.get("scheme", "u8"))
+    prepared = prepare(float_net, example_loader(), qat=True, scheme=qinfo["scheme"])
     try:
-        prepared.load_state_dict(net_state(ckpt["state_dict"], _QAT_GRAPH_PREFIX))
+        prepared.load_state_dict(net_state(record.state_dict, _QAT_GRAPH_PREFIX))
     except RuntimeError as e:
         raise CheckpointError(
             f"{ckpt_path}: the QAT graph rebuilt here does not match the checkpoint's ({str(e)[:300]}); "
             f"export with the torch / torchao versions it was trained with ({qinfo.get('torch')})"
         ) from None
-    return meta.get("task"), float_net, prepared, meta
+    return record.task, float_net, prepared, record
 
 
-def export_datamodule(task: str, overrides: Sequence[str], image_size=None):
-    """The task's data module (composed like ``python train.py task=<task> <overrides>``), set up, no workers.
+def export_datamodule(task: str, overrides: Sequence[str], image_size=None, with_config: bool = False):
+    """The task's data module (composed like ``python train.py task=<task> <overrides>``), set up, no workers
+    (``with_config``: and the composed config).
 
     ``image_size``: validate at the size the network was trained at, unless the user set ``data.image_size``.
     """
@@ -88,7 +88,7 @@ def export_datamodule(task: str, overrides: Sequence[str], image_size=None):
     dm = instantiate(cfg.data)
     dm.prepare_data()
     dm.setup("fit")
-    return dm
+    return (dm, cfg) if with_config else dm
 
 
 def _take(loader, n: int) -> torch.Tensor:
@@ -121,19 +121,19 @@ def export_checkpoint(
     ckpt_path = Path(ckpt)
     if ckpt_path.suffix == ".onnx":
         raise CheckpointError(f"{ckpt_path}: already an ONNX file; export takes a training checkpoint (.ckpt)")
-    meta0 = read_checkpoint(ckpt_path)["mnv2_tasks"]
-    input_spec = meta0.get("input") or {}
-    dm = export_datamodule(task or meta0.get("task"), overrides, input_spec.get("image_size"))
-    net_overrides = {o.split("=", 1)[0][len("model.net."):]: _yaml_value(o.split("=", 1)[1])
-                     for o in overrides if o.startswith("model.net.")}
+    record = ModelRecord.read(ckpt_path)  # the one reading of the checkpoint
+    dm, cfg = export_datamodule(task or record.task, overrides, record.input.get("image_size"), with_config=True)
+    # the network settings the user gave (model.net.<key>=...), as the composed config resolved them
+    user_keys = [o.split("=", 1)[0].lstrip("+")[len("model.net."):] for o in overrides if o.lstrip("+").startswith("model.net.")]
+    net_overrides = {k: OmegaConf.select(cfg, f"model.net.{k}") for k in user_keys}
     val_images = _take(dm.val_dataloader(), check_images)
-    task, float_net, prepared, meta = load_for_export(ckpt_path, lambda: val_images[:2], task, net_overrides)
+    task, float_net, prepared, record = load_for_export(record, lambda: val_images[:2], task, net_overrides)
     if postprocess:
         float_net.use_postprocess(postprocess)
     fmt = float_net.check_format(outputs)
     targets = check_targets(formats)
     if prepared is not None:  # a QAT checkpoint: its graph's scheme must suit every target
-        scheme = (quant_info_of(read_checkpoint(ckpt_path)) or {}).get("scheme", "u8")
+        scheme = record.quant["scheme"]
         try:
             scheme_for(targets, scheme)
         except TargetError as e:
@@ -155,7 +155,7 @@ def export_checkpoint(
             batches = calibration_batches(dm.train_dataloader(), calibration_images)
             core = ptq_convert(float_net, example, batches, scheme)
             report["int8_source"] = f"ptq ({sum(b.shape[0] for b in batches)} calibration images, scheme {scheme})"
-        meta = {"source": ckpt_path.name, "mnv2_input": json.dumps(input_spec), **targets_metadata(targets, scheme)}
+        meta = {"source": ckpt_path.name, MODEL_FIELD: record.to_json(), **targets_metadata(targets, scheme)}
         paths = write_targets(targets, core, float_net, example, out_dir, p, meta, stem=ckpt_path.stem, fmt=fmt, opset=opset)
         what = "float network" if p == "fp32" else "converted int8 graph in PyTorch"
         for target, path in paths.items():
@@ -170,8 +170,3 @@ def export_checkpoint(
             report["files"][f"{target}_{p}"] = {"path": str(path), "bytes": size, "runtime": model.target.display, "checks": checks}
     return report
 
-
-def _yaml_value(s: str):
-    import yaml
-
-    return yaml.safe_load(s)

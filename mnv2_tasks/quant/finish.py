@@ -8,7 +8,6 @@ and ``<target>_<precision>_*`` for each file of each deployment target (``quant.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -20,6 +19,7 @@ from lightning.pytorch.callbacks import Callback
 from torch import nn
 from torch.fx import GraphModule
 
+from ..checkpoint import MODEL_FIELD, OLD_FILE_SCHEME, model_json
 from ..models.contract import pad_batch
 from .runners import open_model
 from .pt2e import QuantNet, convert
@@ -61,13 +61,14 @@ def evaluate_and_export(
     evaluate each in its runtime; return flat metrics."""
     out_dir = Path(out_dir)
     targets = check_targets(targets)
-    scheme = prepared.meta.get("mnv2_scheme", "u8")
+    scheme = prepared.meta.get("mnv2_scheme", OLD_FILE_SCHEME)
     scheme_for(targets, scheme)  # every target takes the scheme the graph was quantized in
     float_net = float_net.cpu().eval()
     t0 = time.perf_counter()
     converted = convert(prepared.cpu())
-    meta = {"quant": mode, "mnv2_input": json.dumps(datamodule.input_spec() if datamodule is not None else pl_module.input_spec),
-            **targets_metadata(targets, scheme)}
+    input_spec = datamodule.input_spec() if datamodule is not None else pl_module.input_spec
+    record = model_json(pl_module.task_name, pl_module.net_spec, input_spec, {"mode": mode, "scheme": scheme, "targets": targets})
+    meta = {"quant": mode, MODEL_FIELD: record, **targets_metadata(targets, scheme)}
     files = {}
     for precision, core in (("fp32", None), ("int8", converted)):
         for target, path in write_targets(targets, core, float_net, example, out_dir, precision, meta).items():

@@ -16,9 +16,21 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
+from ..checkpoint import MODEL_FIELD, input_spec_of
 from ..models.export_formats import outputs_from_export
 
 __all__ = ["ExportedModel", "file_bytes"]
+
+
+def _older_input_spec(meta: Mapping[str, str]) -> dict:
+    """The input spec of a file without the record: older files' ``mnv2_input``, else the export's size
+    (``export_image_size``, or older files' ``"HxW"``)."""
+    if meta.get("mnv2_input"):
+        return json.loads(meta["mnv2_input"])
+    if meta.get("export_image_size"):
+        return {"image_size": json.loads(meta["export_image_size"])}
+    h, w = (int(v) for v in meta.get("image_size", "0x0").split("x"))
+    return {"image_size": [h, w] if h else None}
 
 
 class ExportedModel:
@@ -37,8 +49,10 @@ class ExportedModel:
         self.task = self.meta.get("task")
         self.format = self.meta.get("mnv2_outputs", "logits")
         self.num_classes = int(self.meta["num_classes"]) if "num_classes" in self.meta else None
-        # what inference needs (image size, normalisation, class names, category ids), as the checkpoint records it
-        self.input_spec = json.loads(self.meta.get("mnv2_input") or "{}")
+        # the checkpoint's record (checkpoint.ModelRecord): task, network, and what inference needs (image size,
+        # normalisation, class names, category ids) as evaluation fed it
+        self.record = json.loads(self.meta.get(MODEL_FIELD) or "{}")
+        self.input_spec = input_spec_of(self.record.get("input") or _older_input_spec(self.meta))
 
     def _run(self, x: np.ndarray) -> list:
         raise NotImplementedError

@@ -17,7 +17,7 @@ import logging
 import lightning as L
 import torch
 
-from ..checkpoint import QUANT_KEY, load_float_weights, quant_info_of, read_checkpoint
+from ..checkpoint import QUANT_KEY, ModelRecord, load_float_weights
 from .finish import QuantCallback, example_batch
 from .pt2e import (
     QuantNet, calibrate_activation_ranges, disable_observers, fix_activation_ranges, freeze_bn_stats, prepare, set_mode,
@@ -66,7 +66,7 @@ class QATCallback(QuantCallback):
         if pl_module.freeze_backbone:
             raise ValueError("quant=qat with model.freeze_backbone=true is not supported: QAT fine-tunes the whole network")
         if self.resume_ckpt:
-            info = quant_info_of(read_checkpoint(self.resume_ckpt))
+            info = ModelRecord.read(self.resume_ckpt).quant  # the defaults of older files filled in
             if info is None:
                 raise ValueError(
                     f"{self.resume_ckpt}: a float checkpoint given as ckpt_path to a quant=qat run; to start QAT from it "
@@ -77,9 +77,10 @@ class QATCallback(QuantCallback):
             if info.get("act_ranges", "observed") != self.act_ranges:
                 raise ValueError(f"{self.resume_ckpt}: trained with quant.act_ranges={info.get('act_ranges', 'observed')}, "
                                  f"this run has {self.act_ranges}; resume with quant.act_ranges={info.get('act_ranges', 'observed')}")
-            if info.get("scheme", "u8") != self.scheme:
-                raise ValueError(f"{self.resume_ckpt}: quantized in scheme {info.get('scheme', 'u8')!r}, but this run's targets "
-                                 f"{self.targets} give {self.scheme!r}; resume with quant.scheme={info.get('scheme', 'u8')}")
+            scheme = info["scheme"]
+            if scheme != self.scheme:
+                raise ValueError(f"{self.resume_ckpt}: quantized in scheme {scheme!r}, but this run's targets "
+                                 f"{self.targets} give {self.scheme!r}; resume with quant.scheme={scheme}")
         if self.from_ckpt:  # also when resuming: the float network is the fp32 reference and export
             load_float_weights(pl_module, self.from_ckpt)
         pl_module.channels_last = False  # the captured graph is in the default memory format

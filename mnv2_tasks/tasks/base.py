@@ -146,7 +146,7 @@ class TaskModule(L.LightningModule):
         """The trainer's data module (or None), after checking its ``num_classes`` against the network's."""
         dm = self.trainer.datamodule if self._trainer is not None else None
         if dm is not None:
-            check_num_classes(dm.num_classes, self.net, str(getattr(dm, "root", "?")), self.classes_note)
+            check_num_classes(dm.num_classes, self.net, str(dm.root), self.classes_note)
         return dm
 
     def train(self, mode: bool = True):
@@ -258,10 +258,12 @@ class TaskModule(L.LightningModule):
 
     # ---- checkpoints ----------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        from .. import __version__
+        from ..version import __version__
 
         dm = self.trainer.datamodule if self._trainer is not None else None
-        inputs = {**self.input_spec, **(dm.input_spec() if dm is not None else {})}
+        from ..checkpoint import input_spec_of
+
+        inputs = input_spec_of({**self.input_spec, **(dm.input_spec() if dm is not None else {})})  # size as [H, W]
         # the memory format evaluation ran in: inference runs in it too, and so computes the same floats
         inputs["channels_last"] = bool(self.channels_last)
         # update, not replace: callbacks (QAT) may have added entries before this hook runs

@@ -83,17 +83,18 @@ class DetectionModule(TaskModule):
         dm = self.checked_datamodule()
         if dm is None:
             return
-        if getattr(dm, "val_ann_file", None) is not None:
+        if dm.val_ann_file is not None:
             self.set_ground_truth(dm.val_ann_file, dm.label_to_cat_id)
-        if stage == "fit" and getattr(dm, "train_set", None) is not None:
+        if stage == "fit" and dm.train_set is not None:
             self._report_anchor_coverage(dm)
 
     def _report_anchor_coverage(self, dm) -> None:
         """Log how well the network's anchors cover the training boxes (resized to the input size)."""
         from ..models.anchors import format_coverage
 
-        size = dm.image_size
-        in_h, in_w = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+        from ..models.contract import image_hw
+
+        in_h, in_w = image_hw(dm.image_size)
         ds = dm.train_set
         boxes = []
         for image_id in ds.ids:

@@ -48,7 +48,7 @@ class SegmentationModule(TaskModule):
 
     def setup(self, stage: str) -> None:
         dm = self.checked_datamodule()
-        names = getattr(dm, "class_names", None)
+        names = dm.class_names if dm is not None else None
         if not self._names_given and names is not None and len(names) == self.net.num_classes:
             self.confmat = ConfusionMatrix(self.net.num_classes, names)
 
