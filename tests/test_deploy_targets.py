@@ -25,11 +25,9 @@ from test_quant import data_bn, real_images
 
 def _det(images):
     """A tiny detector whose BatchNorm statistics come from real images (so its outputs depend on them)."""
-    net = build_ssdlite(5, 0.35, 64).train()
-    with torch.no_grad():
-        for _ in range(4):
-            net.deploy_forward(images)
-    return net.eval()
+    from mnv2_tasks.models.contract import warm_batchnorm
+
+    return warm_batchnorm(build_ssdlite(5, 0.35, 64), [images], passes=4)
 
 
 def _ptq(net, images, scheme):

@@ -29,11 +29,9 @@ def real_images(root: Path, n: int, size: int, sub: str = "imagefolder/val") -> 
 
 def data_bn(net: torch.nn.Module, images: torch.Tensor, steps: int = 4) -> torch.nn.Module:
     """Re-estimate BatchNorm statistics on real images, so that the net's output depends on its input."""
-    net.train()
-    with torch.no_grad():
-        for _ in range(steps):
-            net(images)
-    return net.eval()
+    from mnv2_tasks.models.contract import warm_batchnorm
+
+    return warm_batchnorm(net, [images], passes=steps)
 
 
 @pytest.fixture(scope="module")

@@ -34,10 +34,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..models.contract import warm_batchnorm
 from ..quant.model_file import ExportedModel, file_bytes
 from .common import cpu_int8_flags, times_ms, timing_parser
 
-DEFAULT_SIZE = {"classification": 224, "detection": 320, "segmentation": 512}
+# the paper's networks, untrained, where no checkpoint is given: (latency input size, overrides of the task's config)
+PAPER_NETS = {
+    "classification": (224, ["model.net.width_mult=1.0", "model.net.num_classes=1000"]),   # ImageNet
+    "detection": (320, ["model.net.width_mult=1.0", "model.net.num_classes=81", "det_head=paper"]),  # COCO
+    "segmentation": (512, ["model.net.width_mult=1.0", "model.net.num_classes=21", "model.net.output_stride=16",
+                           "model.net.head_chs=256"]),  # PASCAL VOC
+}
+DEFAULT_SIZE = {task: size for task, (size, _) in PAPER_NETS.items()}
 
 
 def add_options(p: argparse.ArgumentParser) -> None:
@@ -59,13 +67,15 @@ def add_options(p: argparse.ArgumentParser) -> None:
 
 
 def _untrained_net(task: str, size: int):
-    from ..models import MobileNetV2, build_deeplabv3, build_ssdlite
+    """The paper's network of ``task``, built from the task's own config (``PAPER_NETS`` says what differs)."""
+    from hydra.utils import instantiate
 
-    if task == "classification":
-        return MobileNetV2(num_classes=1000, width_mult=1.0)
-    if task == "detection":
-        return build_ssdlite(num_classes=81, width_mult=1.0, size=size)
-    return build_deeplabv3(num_classes=21, width_mult=1.0)
+    from ..config import compose_train_config
+
+    cfg = compose_train_config([f"task={task}", "pretrain=none", *PAPER_NETS[task][1]])
+    if "size" in cfg.model.net:
+        cfg.model.net.size = size
+    return instantiate(cfg.model.net)
 
 
 def _images(dm, n: int, train: bool) -> list[torch.Tensor]:
@@ -163,10 +173,7 @@ def bench_task(task: str, args, opts) -> tuple[str, list[dict]]:
         _, net, prepared, _ = load_for_export(record, lambda: val_example)
     else:
         net, prepared = _untrained_net(task, size), None
-        net.train()
-        with torch.no_grad():  # BatchNorm statistics from real images, so the net depends on its input
-            for b in calib[:4]:
-                net.deploy_forward(torch.nn.functional.interpolate(b, size=(size, size)))
+        warm_batchnorm(net, [torch.nn.functional.interpolate(b, size=(size, size)) for b in calib[:4]])
     net = net.eval().use_postprocess("eval")
     lat_example = torch.randn(2, 3, size, size)
     resized = [torch.nn.functional.interpolate(b, size=(size, size), mode="bilinear", align_corners=False) for b in calib]

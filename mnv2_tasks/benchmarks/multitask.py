@@ -30,6 +30,7 @@ def int8_onnx_file(task: str, ckpt: str | None, size: int, calib: list[torch.Ten
     from hydra.utils import instantiate
 
     from ..config import compose_train_config
+    from ..models.contract import warm_batchnorm
     from ..quant.deploy import export_deploy
     from ..quant.export import load_for_export
     from ..quant.pt2e import convert
@@ -41,10 +42,7 @@ def int8_onnx_file(task: str, ckpt: str | None, size: int, calib: list[torch.Ten
         _, net, prepared, _ = load_for_export(ckpt, lambda: example)
     else:
         net = instantiate(compose_train_config([f"task={task}", "pretrain=none", *overrides]).model.net)  # any input size runs
-        net.train()
-        with torch.no_grad():  # BatchNorm statistics from real images, so that the graph depends on its input
-            for b in calib[:4]:
-                net.deploy_forward(b)
+        warm_batchnorm(net, calib[:4])
     net = net.eval()
     q = convert(prepared) if prepared is not None else ptq_convert(net, example, calib)
     return export_deploy(q, net, example, out_dir / f"{task}.int8.onnx")

@@ -29,7 +29,7 @@ from typing import Any, Callable, ClassVar
 import torch
 from torch import nn
 
-__all__ = ["TaskNet", "TASKS", "image_hw", "pad_batch", "net_class"]
+__all__ = ["TaskNet", "TASKS", "image_hw", "pad_batch", "net_class", "warm_batchnorm"]
 
 TASKS = ("classification", "detection", "segmentation", "multitask")
 
@@ -41,6 +41,17 @@ def image_hw(image_size) -> tuple[int, int]:
     if isinstance(image_size, (int, float)):
         return int(image_size), int(image_size)
     return int(image_size[0]), int(image_size[1])
+
+
+@torch.no_grad()
+def warm_batchnorm(net: nn.Module, batches, passes: int = 1) -> nn.Module:
+    """BatchNorm statistics of an untrained ``net`` from real images (``batches`` of normalized (N, 3, H, W)), so that
+    its outputs depend on its input as a trained network's do (benchmarks, parity tests); returns it in eval mode."""
+    net.train()
+    for _ in range(passes):
+        for b in batches:
+            net.deploy_forward(b)
+    return net.eval()
 
 
 def net_class(target: str) -> type:
