@@ -1,4 +1,4 @@
-"""Train a task: ``python train.py task=detection`` (``mnv2-train`` once installed; see mnv2_tasks/conf/train.yaml)."""
+"""Train a task: ``python train.py task=detection`` (``mnv2-train`` once installed; see conf/train.yaml)."""
 
 from mnv2_tasks.cli import train_main
 

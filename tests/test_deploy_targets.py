@@ -147,8 +147,9 @@ def test_open_model_refuses_an_unknown_suffix(tmp_path):
 
 
 @pytest.mark.slow
-def test_executorch_files_match_pytorch(classifier, shapes_root, tmp_path):
-    """fp32 and int8 (s8) classifier .pte, and an int8 detector in its NMS-free format, against PyTorch."""
+def test_executorch_files_match_pytorch(classifier, shapes_root, tmp_path, qat_all_targets):
+    """fp32 and int8 (s8) classifier .pte, and an int8 detector in its NMS-free format (the every-target QAT run's), against
+    PyTorch."""
     net, images = classifier
     q = _ptq(net, images, "s8")
     fp32 = write_targets(["executorch"], None, net, images[:2], tmp_path, "fp32")["executorch"]
@@ -160,11 +161,12 @@ def test_executorch_files_match_pytorch(classifier, shapes_root, tmp_path):
         rep = compare_outputs(DeployModule(q, net, "logits"), m8, images[:n])["logits"]
         assert rep["max_abs"] <= 0.05 * max(rep["scale"], 1e-3)  # XNNPACK runs the same int8 arithmetic
     assert int8.stat().st_size < 0.5 * fp32.stat().st_size
-    det_images = real_images(shapes_root, 6, 64)
-    det = _det(det_images)
-    qd = _ptq(det, det_images, "s8")
-    pte = write_targets(["executorch"], qd, det, det_images[:2], tmp_path, "int8", stem="det")["executorch"]
-    model = open_model(pte)
+    from mnv2_tasks.quant.export import load_for_export
+
+    det_images = real_images(shapes_root, 6, 64, "coco/val")
+    _, det, prepared, _ = load_for_export(qat_all_targets.last, lambda: det_images[:2])
+    qd = convert(prepared)
+    model = open_model(qat_all_targets.dir / "model.int8.pte")
     assert model.format == "decoded" and model.output_names == ["boxes", "scores"]
     rep = compare_outputs(DeployModule(qd, det, "decoded"), model, det_images[:3])
     # decoded in float, outside int8: XNNPACK's requantization may round a logit one step apart from PyTorch's

@@ -1,10 +1,10 @@
 """The model contract: what every task network declares, so that nothing outside ``models/`` asks.
 
-Training (``tasks/``), quantization (``quant/pt2e.py``), export (``quant/deploy.py``), ONNX Runtime
-evaluation (``quant/ort_runner.py``), pretrained loading and freezing read these declarations;
-none of them looks at a network's type. A new head is one file: subclass ``TaskNet``, fill in
-the members below, and every one of those paths takes it (``tests/test_contract.py`` does this
-with a toy head).
+Training (``tasks/``), quantization (``quant/pt2e.py``), export to every deployment target
+(``quant/deploy.py``, ``quant/targets.py``), evaluation in each runtime, the Predictor's frame results
+(``models/results.py``), pretrained loading and freezing read these declarations; none of them looks at
+a network's type. A new head for an existing task is one file: subclass ``TaskNet``, fill in the members
+below, and every one of those paths takes it (``tests/test_contract.py`` does this with a toy head).
 
 A network's life is split in two:
 
