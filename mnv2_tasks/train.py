@@ -12,6 +12,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from .atomic_files import AtomicCheckpointIO
 from .checkpoint import check_compatible
 from .config_check import check_config
 from .models.contract import net_class
@@ -92,7 +93,9 @@ def train(cfg: DictConfig) -> dict:
 
     callbacks = _instantiate_group(cfg.get("callbacks"))
     loggers = _instantiate_group(cfg.get("logger"))
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, default_root_dir=str(out_dir))
+    # checkpoints written beside their destination and renamed into place: a kill or a full disk never tears one
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, default_root_dir=str(out_dir),
+                                     plugins=[AtomicCheckpointIO()])
     if trainer.is_global_zero:
         (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=False))
 

@@ -19,12 +19,13 @@ import torch
 from . import deploy, detection
 from .common import timing_parser
 
-TASKS = ("classification", "detection", "segmentation", "deploy")
+# the benchmark tables (one module each): a task's model against its reference, and the deploy table
+BENCHMARKS = ("classification", "detection", "segmentation", "deploy")
 
 
 def parser():
     p = timing_parser(__doc__)
-    p.add_argument("--task", choices=TASKS, action="append", help="repeatable; default: all")
+    p.add_argument("--task", choices=BENCHMARKS, action="append", help="repeatable; default: all")
     p.add_argument("--out", help="also write the markdown here")
     detection.add_options(p)
     deploy.add_options(p)
@@ -37,7 +38,7 @@ def main(argv: list[str] | None = None) -> None:
     header = (f"torch {torch.__version__}, {platform.processor() or platform.machine()}, "
               f"{args.threads} threads, median of {args.repeats} runs x {args.rounds} rounds")
     sections = []
-    for task in args.task or TASKS:
+    for task in args.task or BENCHMARKS:
         body = importlib.import_module(f"{__package__}.{task}").run(args)
         sections.append(f"### {task}\n\n{body}\n")
         print(sections[-1], flush=True)

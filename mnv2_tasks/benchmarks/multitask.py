@@ -23,7 +23,8 @@ import torch
 
 __all__ = ["run_multitask", "int8_onnx_file"]
 
-TASKS = ("multitask", "detection", "segmentation")
+# the one-trunk graph and the two single-task graphs it replaces
+GRAPHS = ("multitask", "detection", "segmentation")
 
 
 def int8_onnx_file(task: str, ckpt: str | None, size: int, calib: list[torch.Tensor], out_dir: Path, overrides: list[str]) -> Path:
@@ -61,7 +62,7 @@ def run_multitask(args) -> str:
     calib = calibration_batches(dm.train_dataloader(), args.deploy_calibration_images)
     ckpts = dict(c.split("=", 1) for c in args.deploy_ckpt)
     out_dir = Path(args.deploy_out or tempfile.mkdtemp(prefix="deploy_multitask_"))
-    files = {t: int8_onnx_file(t, ckpts.get(t), size, calib, out_dir, overrides) for t in TASKS}
+    files = {t: int8_onnx_file(t, ckpts.get(t), size, calib, out_dir, overrides) for t in GRAPHS}
     models = {t: OrtModel(p, args.threads) for t, p in files.items()}
     batches = args.batches or (1, 8)
     rows = {}

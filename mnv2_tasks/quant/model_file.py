@@ -23,14 +23,16 @@ __all__ = ["ExportedModel", "file_bytes"]
 
 
 def _older_input_spec(meta: Mapping[str, str]) -> dict:
-    """The input spec of a file without the record: older files' ``mnv2_input``, else the export's size
-    (``export_image_size``, or older files' ``"HxW"``)."""
-    if meta.get("mnv2_input"):
-        return json.loads(meta["mnv2_input"])
-    if meta.get("export_image_size"):
-        return {"image_size": json.loads(meta["export_image_size"])}
-    h, w = (int(v) for v in meta.get("image_size", "0x0").split("x"))
-    return {"image_size": [h, w] if h else None}
+    """The input spec of a file without the record: older files' ``mnv2_input``, its size (where it gives none)
+    the export's (``export_image_size``, or older files' ``"HxW"``)."""
+    spec = json.loads(meta.get("mnv2_input") or "{}")
+    if "image_size" not in spec:
+        if meta.get("export_image_size"):
+            spec["image_size"] = json.loads(meta["export_image_size"])
+        else:
+            h, w = (int(v) for v in meta.get("image_size", "0x0").split("x"))
+            spec["image_size"] = [h, w] if h else None
+    return spec
 
 
 class ExportedModel:
