@@ -5,7 +5,8 @@ fsyncs it, renames it over ``path`` (``os.replace``: atomic within one filesyste
 as SQLite and etcd make durable writes. A write that fails (a full disk, a read-only directory) or is killed
 leaves the previous file as it was; a failure says why in one line (disk full: how much was needed).
 
-``AtomicCheckpointIO`` is Lightning's checkpoint I/O that way. Lightning's own (``TorchCheckpointIO``, through
+``AtomicCheckpointIO`` is Lightning's checkpoint I/O that way, and it refuses a non-finite network
+(``divergence.py``). Lightning's own (``TorchCheckpointIO``, through
 fsspec's local transaction) writes a temporary file in the *system* temporary directory and moves it over the
 checkpoint: on another filesystem (a data disk, NFS, a tmpfs ``/tmp``) that move is a copy, and a kill during
 it leaves ``last.ckpt`` truncated and the previous epoch gone.
@@ -71,6 +72,12 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
         if storage_options is not None:
             raise TypeError(f"{type(self).__name__} takes no storage_options, got {storage_options!r}")
+        from .divergence import DivergedError, non_finite_tensors
+
+        bad = non_finite_tensors(checkpoint.get("state_dict") or {})
+        if bad:  # a diverged network is never written, so it never replaces a finite checkpoint
+            raise DivergedError(f"{path}: not written: {len(bad)} weight / BatchNorm-statistics tensors hold inf or NaN "
+                                f"({bad[:3]}); the run diverged (lower the learning rate)")
         buffer = io.BytesIO()
         torch.save(checkpoint, buffer)
         atomic_write(path, buffer.getvalue())

@@ -30,9 +30,13 @@ __all__ = ["train_main", "eval_main", "export_main", "predict_main", "benchmark_
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def train_main(cfg: DictConfig) -> float | None:
     """Train a task (``conf/train.yaml``); returns the value of ``optimized_metric`` for Hydra's sweepers."""
+    from .divergence import DivergedError
     from .train import train
 
-    metrics = train(cfg)
+    try:
+        metrics = train(cfg)
+    except DivergedError as e:  # one line, and a non-zero exit: the run's metrics.json says "ended": "diverged"
+        raise SystemExit(f"error: {e}") from None
     key = cfg.get("optimized_metric")  # the value Hydra's sweepers optimise, if asked: optimized_metric=top1
     return metrics.get(key) if key else None
 

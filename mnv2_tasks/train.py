@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from .atomic_files import AtomicCheckpointIO
 from .checkpoint import check_compatible
+from .divergence import DivergedError, DivergenceGuard
 from .config_check import check_config
 from .models.contract import net_class
 from .plots import plot_training_curves
@@ -91,7 +92,8 @@ def train(cfg: DictConfig) -> dict:
     if cfg.get("ckpt_path"):
         check_compatible(cfg.ckpt_path, module.task_name, module.net_spec, quant=(cfg.get("quant") or {}).get("mode"))
 
-    callbacks = _instantiate_group(cfg.get("callbacks"))
+    # the divergence guard is always on: a non-finite loss or network stops the run (divergence.py)
+    callbacks = [*_instantiate_group(cfg.get("callbacks")), DivergenceGuard()]
     loggers = _instantiate_group(cfg.get("logger"))
     # checkpoints written beside their destination and renamed into place: a kill or a full disk never tears one
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, default_root_dir=str(out_dir),
@@ -99,7 +101,15 @@ def train(cfg: DictConfig) -> dict:
     if trainer.is_global_zero:
         (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=False))
 
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    except DivergedError as e:  # metrics.json says how the run ended; only finite checkpoints were kept
+        if trainer.is_global_zero:
+            ended = {"ended": "diverged", "error": str(e), "task": module.task_name, "epochs": trainer.current_epoch,
+                     "global_step": trainer.global_step}
+            (out_dir / "metrics.json").write_text(json.dumps(ended, indent=2))
+        log.error("%s", e)
+        raise
     metrics = module.final_metrics()
     if metrics is None or trainer.current_epoch % max(1, trainer.check_val_every_n_epoch) != 0:
         trainer.validate(module, datamodule=datamodule, verbose=False)
@@ -112,6 +122,7 @@ def train(cfg: DictConfig) -> dict:
     if trainer.is_global_zero:
         metrics["skipped_samples"] = datamodule.skipped_samples + module.skipped_samples  # bad samples left out (data.on_bad=warn)
         metrics["task"] = module.task_name
+        metrics["ended"] = "completed"
         metrics["epochs"] = trainer.current_epoch
         ckpt_cb = trainer.checkpoint_callback
         if ckpt_cb is not None and ckpt_cb.best_model_path:
