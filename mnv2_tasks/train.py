@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from .atomic_files import AtomicCheckpointIO
 from .checkpoint import check_compatible
 from .divergence import DivergedError, DivergenceGuard
+from .resume import RecordConfig, check_resume
 from .config_check import check_config
 from .models.contract import net_class
 from .plots import plot_training_curves
@@ -90,10 +91,11 @@ def train(cfg: DictConfig) -> dict:
         module.load_pretrained_backbone(pretrained)
     module.net_spec = OmegaConf.to_container(cfg.model.net, resolve=True)
     if cfg.get("ckpt_path"):
-        check_compatible(cfg.ckpt_path, module.task_name, module.net_spec, quant=(cfg.get("quant") or {}).get("mode"))
+        meta = check_compatible(cfg.ckpt_path, module.task_name, module.net_spec, quant=(cfg.get("quant") or {}).get("mode"))
+        check_resume(cfg, {"mnv2_tasks": meta}, cfg.ckpt_path)  # refuses what cannot change, says what the state overrides
 
     # the divergence guard is always on: a non-finite loss or network stops the run (divergence.py)
-    callbacks = [*_instantiate_group(cfg.get("callbacks")), DivergenceGuard()]
+    callbacks = [*_instantiate_group(cfg.get("callbacks")), DivergenceGuard(), RecordConfig(cfg)]
     loggers = _instantiate_group(cfg.get("logger"))
     # checkpoints written beside their destination and renamed into place: a kill or a full disk never tears one
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, default_root_dir=str(out_dir),

@@ -101,3 +101,20 @@ def test_ema_callback_averages_weights(make_cfg):
     assert "current_model_state" in ckpt
     differs = [k for k, v in ckpt["state_dict"].items() if v.is_floating_point() and not torch.equal(v, ckpt["current_model_state"][k])]
     assert differs and 0.0 <= metrics["top1"] <= 1.0
+
+
+def test_resume_with_other_settings_tells_the_truth(make_cfg, tmp_path, tiny_classifier, caplog):
+    """What cannot change mid-run is refused naming both values; what the checkpoint's state overrides is said plainly;
+    the rest is applied and listed."""
+    from mnv2_tasks.resume import ResumeError
+
+    last = f"ckpt_path={tiny_classifier.last}"
+    with pytest.raises(ResumeError, match=r"model.optimizer._target_: 'torch.optim.AdamW' in the checkpoint, 'torch.optim.SGD' now"):
+        train(make_cfg(*TINY, "optimizer=sgd", last))
+    with pytest.raises(ResumeError, match=r"data.image_size: 48 in the checkpoint, 64 now"):
+        train(make_cfg(*TINY, "data.image_size=64", last))
+    cfg = make_cfg(*TINY, "trainer.max_epochs=3", "model.optimizer.lr=0.5", last)
+    cfg.paths.output_dir = str(tmp_path / "resumed")
+    assert train(cfg)["epochs"] == 3
+    assert "model.optimizer.lr: 0.005 -> 0.5: NOT applied, the checkpoint's optimizer/scheduler state wins" in caplog.text
+    assert "trainer.max_epochs: 2 -> 3: applied" in caplog.text
