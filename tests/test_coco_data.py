@@ -242,3 +242,28 @@ def test_auto_workers_follow_the_cores(monkeypatch):
     assert resolve_workers("auto") == 0  # no spare core for loader processes
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(32)))
     assert resolve_workers("auto") == 8
+
+
+@pytest.mark.parametrize("break_it,message", [
+    (lambda d: d["annotations"].append({**d["annotations"][0], "image_id": 2}), r"annotation id 10 appears more than once"),
+    (lambda d: d["images"][1].update(id=d["images"][0]["id"]), r"image id 1 appears more than once"),
+    (lambda d: d["images"][0].update(id="1"), r"images\[0\] has id '1' \(str\); COCO ids are integers"),
+    (lambda d: d["categories"].append({"id": 9, "name": d["categories"][0]["name"]}), r"categories \[\d+, 9\] share the name"),
+    (lambda d: d["images"][1].update(file_name=d["images"][0]["file_name"]), r"images 1 and 2 are the same file"),
+    (lambda d: d.update(images=[], annotations=[]), r"'images' is empty"),
+])
+def test_what_corrupts_metrics_is_refused_naming_it(tmp_path, break_it, message):
+    """pycocotools keeps one object per annotation id and one image per image id: perfect detections of a file with
+    repeated ids score below 1 without a word. These are refused before anything runs."""
+    _, img_dir, data = _tiny_set(tmp_path)
+    break_it(data)
+    with pytest.raises(DataError, match=message):
+        CocoDetection(_write(tmp_path / "ann.json", data), img_dir)
+
+
+def test_a_file_reached_twice_through_a_link_is_reported(tmp_path):
+    _, img_dir, data = _tiny_set(tmp_path)
+    (img_dir / "again.jpg").symlink_to(img_dir / "1.jpg")
+    data["images"][1]["file_name"] = "again.jpg"
+    with pytest.raises(DataError, match=r"images 1 and 2 are the same file .*again.jpg, through a link to .*1.jpg"):
+        CocoDetection(_write(tmp_path / "ann.json", data), img_dir)

@@ -26,6 +26,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .det_transforms import detection_pipeline, ssd_train_transforms
+from .coco_checks import check_integrity
 from .images import DataError, read_rgb
 from .loaders import TaskDataModule
 from .shapes import ensure_shapes
@@ -102,10 +103,8 @@ class CocoDetection(Dataset):
         if not self.img_dir.is_dir():
             raise DataError(f"{self.img_dir}: image folder not found (for {self.ann_file}); set the img_dir paths")
 
+        check_integrity(data, self.ann_file, self.img_dir)
         # categories <-> contiguous labels
-        for i, c in enumerate(data["categories"]):
-            if not isinstance(c, dict) or "id" not in c:
-                raise DataError(f"{self.ann_file}: categories[{i}] has no 'id': {str(c)[:200]}")
         self.categories = {int(c["id"]): c for c in data["categories"]}
         if not self.categories:
             raise DataError(f"{self.ann_file}: 'categories' is empty; detection needs at least one category")
@@ -121,8 +120,6 @@ class CocoDetection(Dataset):
         for i, im in enumerate(data["images"]):
             if not isinstance(im, dict) or not {"id", "file_name"} <= set(im):
                 raise DataError(f"{self.ann_file}: images[{i}] needs 'id' and 'file_name': {str(im)[:200]}")
-            if im["id"] in self.images:
-                raise DataError(f"{self.ann_file}: images[{i}] repeats image id {im['id']}")
             self.images[im["id"]] = im
         missing_files = []
         if check_files:
@@ -337,6 +334,9 @@ class CocoDataModule(TaskDataModule):
             ensure_shapes(self.shapes_root)
         if self.train_set is None and stage in (None, "fit"):
             self.train_set = self.checked(self._dataset(self.train_ann_file, self.train_img_dir, self.train_tf), str(self.train_ann_file))
+            if not any(self.train_set.anns[i] for i in self.train_set.ids):
+                raise DataError(f"{self.train_ann_file}: no object in any of its {len(self.train_set)} training images; "
+                                "a detector cannot learn from it: check the annotations' image ids and category ids")
         if self.val_set is None:
             cat_ids = self.train_set.cat_ids if self.train_set is not None else None
             self.val_set = self.checked(self._dataset(self.val_ann_file, self.val_img_dir, self.eval_tf, cat_ids), str(self.val_ann_file))
