@@ -267,3 +267,31 @@ def test_a_file_reached_twice_through_a_link_is_reported(tmp_path):
     data["images"][1]["file_name"] = "again.jpg"
     with pytest.raises(DataError, match=r"images 1 and 2 are the same file .*again.jpg, through a link to .*1.jpg"):
         CocoDetection(_write(tmp_path / "ann.json", data), img_dir)
+
+
+def test_evaluation_scores_against_the_ground_truth_the_data_kept(tmp_path):
+    """A degenerate box is dropped for training; evaluation must not keep it as an object nobody can find (it did:
+    pycocotools read the file, and perfect detections of every kept box scored below 1)."""
+    from mnv2_tasks.metrics.coco_eval import CocoEvaluator
+
+    _, img_dir, data = _tiny_set(tmp_path)
+    data["annotations"].append({"id": 11, "image_id": 2, "category_id": 5, "bbox": [5, 6, 0, 10], "area": 0, "iscrowd": 0})
+    data["annotations"].append({"id": 12, "image_id": 2, "category_id": 5, "bbox": [30, 20, 10, 10], "area": 100, "iscrowd": 0})
+    ann = _write(tmp_path / "ann.json", data)
+    ds = CocoDetection(ann, img_dir)
+    assert ds.problems["degenerate box"] == 1
+    gt = ds.ground_truth()
+    assert [a["id"] for a in gt["annotations"]] == [10, 12] and len(gt["images"]) == 2
+    perfect = [{"boxes": ds[k]["target"]["boxes"], "scores": torch.ones(len(ds[k]["target"]["boxes"])),
+                "labels": ds[k]["target"]["labels"]} for k in range(2)]
+    metas = [ds[k]["meta"] for k in range(2)]
+    for source, expected in ((gt, 1.0), (ann, None)):
+        ev = CocoEvaluator(source, ds.label_to_cat_id)
+        ev.update(perfect, metas)
+        got = ev.compute()["mAP"]
+        if expected is not None:
+            assert got == pytest.approx(expected)
+        else:  # the file as written: the degenerate box counts as a missed object
+            assert got < 0.9
+    clean = CocoDetection(_write(tmp_path / "clean.json", {**data, "annotations": data["annotations"][:1]}), img_dir)
+    assert clean.ground_truth() == clean.ann_file  # nothing dropped: the file itself

@@ -134,8 +134,10 @@ class CocoDetection(Dataset):
                 )
         missing_ids = {im["id"] for im in missing_files}
 
-        # annotations, grouped per image
+        # annotations, grouped per image; the kept ones also as COCO entries (the ground truth evaluation reads)
         self.anns: dict[int, list[dict]] = {i: [] for i in self.images}
+        self._kept: list[dict] = []
+        self._header = {k: v for k, v in data.items() if k not in ("images", "annotations")}
         for i, ann in enumerate(data["annotations"]):
             self._add_annotation(i, ann)
         self.ids = [i for i in self.images if i not in missing_ids]
@@ -192,6 +194,7 @@ class CocoDetection(Dataset):
             x0, y0, x1, y1 = x, y, x + w, y + h
         self.anns[im["id"]].append({"box": [x0, y0, x1, y1], "label": self.cat_id_to_label[ann["category_id"]],
                                     "iscrowd": bool(ann.get("iscrowd", 0))})
+        self._kept.append({**ann, "bbox": [x0, y0, x1 - x0, y1 - y0]})
         return None
 
     @property
@@ -212,6 +215,15 @@ class CocoDetection(Dataset):
             size = (int(im["height"]), int(im["width"])) if self.on_bad == "error" and "width" in im and "height" in im else None
             items.append(PreflightItem(k, self.img_dir / im["file_name"], size=size))
         return items
+
+    def ground_truth(self) -> Path | dict:
+        """What evaluation scores against: the annotation file itself where this set kept all of it, else (in memory)
+        the images and annotations it kept, boxes as kept (clipped), as its log reported."""
+        if not self.problems and len(self.ids) == len(self.images):
+            return self.ann_file
+        kept = set(self.ids)
+        return {**self._header, "images": [self.images[i] for i in self.images if i in kept],
+                "annotations": [a for a in self._kept if a["image_id"] in kept]}
 
     def drop(self, indices) -> None:
         """Leave these samples out (bad files under ``data.on_bad=warn``)."""
@@ -364,6 +376,11 @@ class CocoDataModule(TaskDataModule):
     def category_ids(self) -> list[int]:
         """The data set's category id of labels 1..K."""
         return [int(c) for c in self.label_to_cat_id[1:]]
+
+    @property
+    def val_ground_truth(self) -> Path | dict:
+        """The ground truth detection evaluation scores against: exactly what the validation set kept."""
+        return self.val_set.ground_truth()
 
     @property
     def label_to_cat_id(self) -> list[int]:

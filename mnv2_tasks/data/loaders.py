@@ -79,14 +79,16 @@ class TaskDataModule(L.LightningDataModule):
     class_names: list[str] | None = None  # a name per class (detection: per category, labels 1..K)
     category_ids: list[int] | None = None  # the data set's own id of each class (COCO category ids of labels 1..K)
     seg_class_names: list[str] | None = None  # multi-task: the segmentation classes' names (background first)
-    val_ann_file: Path | None = None  # detection: the COCO ground truth evaluation scores against, as the module kept it
+    val_ann_file: Path | None = None  # detection: the validation annotation file (named in messages and metrics.json)
+    val_ground_truth: Path | dict | None = None  # detection: what evaluation scores against: exactly what the set kept
     label_to_cat_id: list[int] | None = None  # detection: the category id of each label (index 0: background)
     root: Path | None = None  # where the data is (named in messages)
     image_size: int | None = None  # the evaluation input size; None: whole images at their own resolution
     train_set: Dataset | None = None
     val_set: Dataset | None = None
     skipped_samples: int = 0  # bad samples left out by the pre-flight check (data.on_bad=warn)
-    CONTRACT = ("num_classes", "class_names", "category_ids", "seg_class_names", "val_ann_file", "label_to_cat_id",
+    CONTRACT = ("num_classes", "class_names", "category_ids", "seg_class_names", "val_ann_file", "val_ground_truth",
+                "label_to_cat_id",
                 "root", "image_size", "train_set", "val_set", "skipped_samples", "input_spec",
                 "prepare_data", "setup", "train_dataloader", "val_dataloader", "test_dataloader")
 

@@ -65,9 +65,12 @@ class DetectionModule(TaskModule):
             self.set_ground_truth(ann_file, label_to_cat_id)
 
     # ---- data ------------------------------------------------------------------------------
-    def set_ground_truth(self, ann_file: str | Path | dict, label_to_cat_id: Sequence[int]) -> None:
-        """The COCO annotation file (or dict) that evaluation compares with, and the label -> category id map."""
-        source = str(ann_file) if not isinstance(ann_file, dict) else "<in memory>"
+    def set_ground_truth(self, ann_file: str | Path | dict, label_to_cat_id: Sequence[int], source=None) -> None:
+        """The COCO annotation file (or dict) that evaluation compares with, and the label -> category id map;
+        ``source``: the file a dict was kept from (named in ``metrics.json``)."""
+        if source is None:
+            source = str(ann_file) if not isinstance(ann_file, dict) else "<in memory>"
+        self.gt_source = str(source)
         check_num_classes(len(label_to_cat_id), self.net, source, self.classes_note)
         if self.category_ids is not None:  # the model's classes matched to the data by name
             label_to_cat_id = [label_to_cat_id[0], *self.category_ids]
@@ -77,14 +80,14 @@ class DetectionModule(TaskModule):
         """Write these data set ids for labels 1..K (a model whose classes were matched to the data by name)."""
         self.category_ids = [int(c) for c in category_ids]
         if self.evaluator is not None:
-            self.set_ground_truth(self.evaluator.ann_file, self.evaluator.label_to_cat_id)
+            self.set_ground_truth(self.evaluator.ann_file, self.evaluator.label_to_cat_id, self.gt_source)
 
     def setup(self, stage: str) -> None:
         dm = self.checked_datamodule()
         if dm is None:
             return
-        if dm.val_ann_file is not None:
-            self.set_ground_truth(dm.val_ann_file, dm.label_to_cat_id)
+        if dm.val_ann_file is not None:  # exactly the ground truth the data module kept (and reported dropping)
+            self.set_ground_truth(dm.val_ground_truth, dm.label_to_cat_id, source=dm.val_ann_file)
         if stage == "fit" and dm.train_set is not None:
             self._report_anchor_coverage(dm)
 
@@ -140,15 +143,16 @@ class DetectionModule(TaskModule):
     def evaluate_with(self, fn, dataloader, progress: bool = True) -> dict:
         """``TaskModule.evaluate_with``; the ground truth defaults to the loader's ``CocoDetection`` set."""
         ds = getattr(dataloader, "dataset", None)
-        if self.evaluator is None and hasattr(ds, "ann_file") and hasattr(ds, "label_to_cat_id"):
-            self.set_ground_truth(ds.ann_file, ds.label_to_cat_id)
+        if self.evaluator is None and hasattr(ds, "ground_truth") and hasattr(ds, "label_to_cat_id"):
+            self.set_ground_truth(ds.ground_truth(), ds.label_to_cat_id, source=ds.ann_file)
         return super().evaluate_with(fn, dataloader, progress)
 
     def compute_metrics(self) -> dict:
         ev = self._require_evaluator()
         path = self._predictions_path()
         metrics = ev.compute(path)
-        metrics["ann_file"] = str(ev.ann_file) if not isinstance(ev.ann_file, dict) else "<in memory>"
+        metrics["ann_file"] = self.gt_source
+        metrics["ground_truth_as_kept"] = isinstance(ev.ann_file, dict)  # the file less what the data module dropped
         metrics["predictions_file"] = str(path) if path is not None else None
         if self.anchor_report is not None:
             metrics["anchor_coverage"] = self.anchor_report["covered"]
