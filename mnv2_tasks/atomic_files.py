@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-__all__ = ["atomic_write", "AtomicCheckpointIO", "WriteError"]
+__all__ = ["atomic_write", "AtomicCheckpointIO", "WriteError", "check_writable"]
 
 
 class WriteError(OSError):
@@ -64,6 +64,26 @@ def atomic_write(path: str | os.PathLike, data: bytes) -> Path:
                                   "writable, or point paths.output_dir elsewhere") from None
     _fsync_dir(path.parent)
     return path
+
+
+def check_writable(directory: str | os.PathLike, needed_bytes: int = 0) -> None:
+    """Before a run starts: ``directory`` can be created and written, and has ``needed_bytes`` free (the checkpoints the
+    run will keep); otherwise a ``WriteError`` naming the directory, what is missing and the fix."""
+    import shutil
+
+    directory = Path(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = directory / f".write-probe.{os.getpid()}"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as e:
+        raise WriteError(e.errno, f"{directory}: the run cannot write its checkpoints there ({e.strerror or e}); "
+                                  "point paths.output_dir (or hydra.run.dir) at a writable directory") from None
+    free = shutil.disk_usage(directory).free
+    if free < needed_bytes:
+        raise WriteError(errno.ENOSPC, f"{directory}: {free / 2**20:.1f} MB free, the run's checkpoints need about "
+                                       f"{needed_bytes / 2**20:.1f} MB; free space there or point paths.output_dir elsewhere")
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -32,6 +32,8 @@ def _size(v: Any) -> bool:
     return _int_at_least(8)(v)
 
 
+_PRECISIONS = {"32-true", "32", "64-true", "64", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "transformer-engine"}
+
 # key -> (test, allowed range in words); keys absent from a config are not checked
 RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "data.batch_size": (_int_at_least(1), "an integer >= 1 (images per training step)"),
@@ -56,6 +58,19 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "trainer.max_epochs": (lambda v: v is None or v == -1 or _int_at_least(0)(v), "an integer >= 0 (-1: no limit)"),
     "trainer.check_val_every_n_epoch": (lambda v: v is None or _int_at_least(1)(v), "null or an integer >= 1"),
     "quant.num_calibration_images": (_int_at_least(1), "an integer >= 1"),
+    "quant.calibration_images": (_int_at_least(1), "an integer >= 1 (training images QAT's calibrated ranges are set on)"),
+    "quant.ort_threads": (_int_at_least(1), "an integer >= 1"),
+    "model.label_smoothing": (_number(0.0, 1.0), "a number in [0, 1) (0.1 is usual)"),
+    "model.aux_weight": (_number(0.0, 1e3), "a number >= 0"),
+    "model.class_weights": (lambda v: v is None or ((isinstance(v, (list, tuple)) or OmegaConf.is_list(v))
+                                                    and all(_number(0.0, 1e6)(x) for x in v)),
+                            "null or a list of numbers >= 0, one per class"),
+    "model.scheduler.warmup_epochs": (_number(0.0, 1e6), "a number of epochs >= 0"),
+    "torch_threads": (lambda v: v is None or _int_at_least(1)(v), "null (one per core) or an integer >= 1"),
+    "seed": (lambda v: v is None or (_int_at_least(0)(v) and v < 2**32), "null or an integer in [0, 2**32)"),
+    "trainer.precision": (lambda v: str(v) in _PRECISIONS, f"one of {sorted(_PRECISIONS)}"),
+    "trainer.devices": (lambda v: v == "auto" or _int_at_least(1)(v) or v == -1 or OmegaConf.is_list(v) or isinstance(v, list),
+                        "auto, -1 (all), an integer >= 1 or a list of device indices"),
     "quant.freeze_bn_epoch": (lambda v: v is None or _int_at_least(0)(v), "null or an integer >= 0"),
     "quant.freeze_observer_epoch": (lambda v: v is None or _int_at_least(0)(v), "null or an integer >= 0"),
 }
@@ -73,5 +88,28 @@ def check_config(cfg: DictConfig) -> None:
             continue
         if not ok(value):
             problems.append(f"{key}={value!r}: must be {allowed}")
+    problems += _across_keys(cfg)
     if problems:
         raise ConfigError("invalid settings (python train.py ... key=value):\n  " + "\n  ".join(problems))
+
+
+def _across_keys(cfg: DictConfig) -> list[str]:
+    """Settings that are wrong together: a one-class classifier, class weights that do not match the classes,
+    label smoothing of 1 (every target uniform)."""
+    def get(key):
+        try:
+            return OmegaConf.select(cfg, key, throw_on_missing=False)
+        except Exception:  # noqa: BLE001 - unresolvable here: checked where it is used
+            return None
+
+    out = []
+    n, task = get("model.net.num_classes"), get("task")
+    if task == "classification" and isinstance(n, int) and n < 2:
+        out.append(f"model.net.num_classes={n}: a classifier needs at least 2 classes (the data has "
+                   f"{get('data.num_classes')}); with one class every prediction is right")
+    weights = get("model.class_weights")
+    if weights is not None and isinstance(n, int) and len(weights) != n:
+        out.append(f"model.class_weights has {len(weights)} values for model.net.num_classes={n}: give one per class")
+    if get("model.label_smoothing") == 1.0:
+        out.append("model.label_smoothing=1.0: the targets would carry no label at all; use a value in [0, 1)")
+    return out

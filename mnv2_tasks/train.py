@@ -12,7 +12,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from .atomic_files import AtomicCheckpointIO
+from .atomic_files import AtomicCheckpointIO, check_writable
 from .checkpoint import check_compatible
 from .divergence import DivergedError, DivergenceGuard
 from .resume import RecordConfig, check_resume
@@ -78,7 +78,7 @@ def train(cfg: DictConfig) -> dict:
     """Train and evaluate as ``cfg`` says; write ``metrics.json`` and ``curves.png`` to the run dir; return the metrics."""
     check_config(cfg)  # every setting in its range before anything runs
     out_dir = Path(cfg.paths.output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    check_writable(out_dir)  # made and writable, or a one-line error naming it
     if cfg.get("torch_threads"):
         torch.set_num_threads(int(cfg.torch_threads))
     pretrained = _pretrained_backbone(cfg)
@@ -94,6 +94,9 @@ def train(cfg: DictConfig) -> dict:
         meta = check_compatible(cfg.ckpt_path, module.task_name, module.net_spec, quant=(cfg.get("quant") or {}).get("mode"))
         check_resume(cfg, {"mnv2_tasks": meta}, cfg.ckpt_path)  # refuses what cannot change, says what the state overrides
 
+    # where the checkpoints go, checked before the first epoch: writable, and room for the best, the last and the one
+    # being written (weights and optimizer state: about 3x the parameters' bytes each)
+    check_writable(out_dir / "checkpoints", 3 * 3 * 4 * sum(p.numel() for p in module.parameters()))
     # the divergence guard is always on: a non-finite loss or network stops the run (divergence.py)
     callbacks = [*_instantiate_group(cfg.get("callbacks")), DivergenceGuard(), RecordConfig(cfg)]
     loggers = _instantiate_group(cfg.get("logger"))

@@ -149,3 +149,38 @@ def test_a_killed_generation_leaves_nothing_behind(tmp_path):
     ensure_shapes(root, num_train=4, num_val=2, image_size=64, cls_per_class_train=2, cls_per_class_val=1, cls_image_size=32)
     assert not stale.exists() and (root / "COMPLETE.json").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["shapes-v2"]
+
+
+def test_more_bad_settings_are_refused_before_anything_runs(make_cfg):
+    """Settings that used to fail only at the first step or deep in a library."""
+    cfg = make_cfg(*CLS, "model.label_smoothing=1.5", "torch_threads=0", "seed=-3", "model.net.num_classes=1",
+                   "data.num_classes=1")
+    with pytest.raises(ConfigError) as e:
+        train(cfg)
+    msg = str(e.value)
+    for expected in ("model.label_smoothing=1.5: must be a number in [0, 1)", "torch_threads=0: must be null (one per core)",
+                     "seed=-3: must be null or an integer in [0, 2**32)", "model.net.num_classes=1: a classifier needs at least 2"):
+        assert expected in msg, msg
+    q = make_cfg(*CLS, "quant=qat", "quant.calibration_images=0")
+    with pytest.raises(ConfigError, match=r"quant.calibration_images=0: must be an integer >= 1"):
+        train(q)
+    assert not Path(cfg.paths.output_dir).exists()
+
+
+def test_an_output_directory_without_room_or_rights_is_refused_before_the_first_epoch(make_cfg, tmp_path, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    from mnv2_tasks.atomic_files import WriteError
+
+    (tmp_path / "a_file").write_text("not a directory")
+    cfg = make_cfg(*CLS)
+    cfg.paths.output_dir = str(tmp_path / "a_file" / "run")
+    with pytest.raises(WriteError, match=r"a_file/run: the run cannot write its checkpoints there"):  # a file in the way
+        train(cfg)
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10**9, 10**9 - 1000, 1000))
+    cfg = make_cfg(*CLS)
+    with pytest.raises(WriteError, match=r"checkpoints: 0.0 MB free, the run's checkpoints need about \d+\.\d MB"):
+        train(cfg)
+    assert not list(Path(cfg.paths.output_dir).rglob("*.ckpt"))
