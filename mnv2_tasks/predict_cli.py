@@ -42,21 +42,34 @@ class InputError(ValueError):
 
 
 def _video(source, name: str) -> Iterator[tuple[str, np.ndarray | Exception]]:
+    """The frames of a video file, camera or stream, opened now: a source that cannot be opened is an ``InputError``
+    naming it and the likely fix before any frame is asked for."""
     import cv2
 
     cap = cv2.VideoCapture(source)
     if not cap.isOpened():
-        raise InputError(f"{source}: cannot open this video, camera or stream (codec, device index or URL)")
-    try:
-        i = 0
-        while True:
-            ok, frame = cap.read()
-            if not ok:
-                break
-            yield f"{name}#{i}", np.ascontiguousarray(frame[:, :, ::-1])  # BGR -> RGB
-            i += 1
-    finally:
         cap.release()
+        if isinstance(source, int):
+            raise InputError(f"camera {source}: no such camera, or it is busy (is it connected? is another program using it? "
+                             "try another index: 0, 1, ... as /dev/video<N>)")
+        if "://" in str(source):
+            raise InputError(f"{source}: cannot connect to this stream (is the URL right, and is the stream up and reachable?)")
+        raise InputError(f"{source}: cannot decode this video (a codec OpenCV lacks, or a broken file: re-encode it, "
+                         "e.g. ffmpeg -i in.mkv -c:v libx264 out.mp4)")
+
+    def frames() -> Iterator[tuple[str, np.ndarray | Exception]]:
+        try:
+            i = 0
+            while True:
+                ok, frame = cap.read()
+                if not ok:
+                    break
+                yield f"{name}#{i}", np.ascontiguousarray(frame[:, :, ::-1])  # BGR -> RGB
+                i += 1
+        finally:
+            cap.release()
+
+    return frames()
 
 
 def frame_sources(source: str) -> tuple[str, Iterator[tuple[str, np.ndarray | Exception]]]:
@@ -171,11 +184,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if _is_bag(Path(args.input)):  # the model is loaded only once the bag and topic are known to be good
             return bag_main(args, lambda: Predictor(args.model, device=args.device, threads=args.threads))
+        if args.out.exists() and not args.out.is_dir():
+            raise InputError(f"--out {args.out}: a file, not a folder; --out names the folder the outputs go to")
         predictor = Predictor(args.model, device=args.device, threads=args.threads)
         kind, frames = frame_sources(args.input)
-    except (CheckpointError, InputError, ValueError) as e:
+        args.out.mkdir(parents=True, exist_ok=True)
+    # CheckpointError / OnnxFileError are ValueErrors; a missing .bin beside an .xml an OSError; a runtime not installed
+    # an ImportError naming its extra
+    except (CheckpointError, InputError, ValueError, OSError, ImportError) as e:
         raise SystemExit(f"error: {e}") from None
-    args.out.mkdir(parents=True, exist_ok=True)
     records: list = []
     latency: list[float] = []
     failed = 0

@@ -197,3 +197,22 @@ def test_fast_preprocessing_is_the_eval_pipeline_bit_for_bit():
             ref = torch.as_tensor(pre.transform(image=frame)["image"]).float()
             got = pre(frame)
             assert got.dtype == torch.float32 and torch.equal(got, ref)
+
+
+def test_camera_stream_video_and_output_failures_are_one_line_errors(tiny_classifier, shapes_root, tmp_path):
+    ckpt = str(tiny_classifier.last)
+    with pytest.raises(SystemExit, match=r"^error: camera 7: no such camera"):
+        predict_main([ckpt, "7", "--out", str(tmp_path / "p")])
+    with pytest.raises(SystemExit, match=r"^error: rtsp://127.0.0.1:9/none: cannot connect to this stream"):
+        predict_main([ckpt, "rtsp://127.0.0.1:9/none", "--out", str(tmp_path / "p")])
+    (tmp_path / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 64)
+    with pytest.raises(SystemExit, match=r"^error: .*broken.mp4: cannot decode this video"):
+        predict_main([ckpt, str(tmp_path / "broken.mp4"), "--out", str(tmp_path / "p")])
+    (tmp_path / "taken").write_text("a file")
+    image = str(next((shapes_root / "coco" / "val").glob("*.jpg")))
+    with pytest.raises(SystemExit, match=r"^error: --out .*taken: a file, not a folder"):
+        predict_main([ckpt, image, "--out", str(tmp_path / "taken")])
+    xml = tmp_path / "lonely.xml"
+    xml.write_text("<net/>")  # OpenVINO IR without its .bin
+    with pytest.raises(SystemExit, match=r"^error: .*lonely.xml: OpenVINO IR needs the .xml and its .bin"):
+        predict_main([str(xml), image, "--out", str(tmp_path / "p")])
