@@ -262,3 +262,25 @@ def test_a_new_runtime_is_its_module_plus_one_record(classifier, tmp_path, monke
     # an unknown suffix still names every target's
     with pytest.raises(ValueError, match=r"\.toy\.pt2"):
         open_model(tmp_path / "m.tflite")
+
+
+def test_an_export_that_fails_leaves_the_previous_files_and_no_partial_ones(classifier, tmp_path, monkeypatch):
+    """Every target's file is written under a temporary name and renamed into place once all are written."""
+    import dataclasses
+
+    from mnv2_tasks.quant.targets import TARGETS
+    from toy_target import TOY
+
+    net, images = classifier
+    first = write_targets(["onnx"], None, net, images[:2], tmp_path, "fp32")["onnx"]
+    before = first.read_bytes()
+
+    def broken(job, path):
+        path.write_bytes(b"half a file")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setitem(TARGETS, "toy", dataclasses.replace(TOY, writer=broken))
+    with pytest.raises(OSError, match="No space left"):
+        write_targets(["onnx", "toy"], None, net, images[:2], tmp_path, "fp32", {"run": "second"})
+    assert first.read_bytes() == before  # the previous file, not the second export's
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.fp32.onnx"]  # no temporary or partial file left

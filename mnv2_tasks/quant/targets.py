@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -175,14 +176,15 @@ class ExportJob:
     _onnx: Path | None = None
 
     def onnx_file(self) -> Path:
-        """``<stem>.<precision>.onnx`` with uint8 activations, as ONNX Runtime runs fastest: written once, shared
-        by the targets that start from it (ONNX Runtime's own file, OpenVINO's conversion)."""
+        """The ONNX file with uint8 activations, as ONNX Runtime runs fastest: written once (a temporary file beside the
+        outputs, removed by ``write_targets``), shared by the targets that start from it (ONNX Runtime's own file,
+        OpenVINO's conversion)."""
         if self._onnx is None:
             from .deploy import export_deploy
             from .pt2e import uint8_activations
 
             core = uint8_activations(self.core) if self.core is not None else None
-            path = self.out_dir / f"{self.stem}.{self.precision}.onnx"
+            path = self.out_dir / f".{self.stem}.{self.precision}.{os.getpid()}.tmp.onnx"
             self._onnx = export_deploy(core, self.net, self.example, path, fmt=self.fmt, metadata=self.metadata,
                                        opset=self.opset)
         return self._onnx
@@ -205,11 +207,26 @@ def write_targets(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     job = ExportJob(core, net, example, out_dir, stem, precision, fmt, {**(metadata or {}), "precision": precision}, opset)
+    # every file is written beside its destination under a temporary name and renamed into place once all are
+    # written: a failed or killed export leaves the previous files as they were (atomic_files.py)
+    moves: list[tuple[Path, Path]] = []
     paths: dict[str, Path] = {}
-    for name in check_targets(targets):
-        spec = TARGETS[name]
-        if precision in spec.precisions:
-            paths[name] = spec.writer(job, out_dir / spec.file(stem, precision))
+    try:
+        for name in check_targets(targets):
+            spec = TARGETS[name]
+            if precision not in spec.precisions:
+                continue
+            final = out_dir / spec.file(stem, precision)
+            tmp = out_dir / f".{final.name}.{os.getpid()}.tmp{spec.suffix}"
+            moves += list(zip(spec.files_of(tmp), spec.files_of(final)))  # before writing: cleaned up if it fails
+            spec.writer(job, tmp)
+            paths[name] = final
+        for tmp, final in moves:
+            if tmp.exists():
+                os.replace(tmp, final)
+    finally:
+        for tmp in [t for t, _ in moves] + ([job._onnx] if job._onnx is not None else []):
+            tmp.unlink(missing_ok=True)
     return paths
 
 
