@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -98,3 +99,29 @@ def test_corrupt_image_names_the_file(tmp_path, shapes_root):
 def test_unknown_shapes_parameter_is_rejected(tmp_path):
     with pytest.raises(TypeError, match="unknown parameters"):
         ensure_shapes(tmp_path, num_images=3)
+
+
+def test_a_folder_that_reaches_a_file_twice_is_reported(tmp_path, shapes_root):
+    """A link in one class folder to an image of another: the same picture trained (and scored) under two labels."""
+    import shutil
+
+    from mnv2_tasks.data.imagefolder import ImageFolderDataset
+
+    root = Path(shutil.copytree(shapes_root / "imagefolder" / "val", tmp_path / "val"))
+    star = sorted((root / "star").iterdir())[0]
+    (root / "circle" / "looks_like_a_circle.jpg").symlink_to(star)
+    with pytest.raises(DataError, match=r"star/\S+.jpg is the same file as \S+looks_like_a_circle.jpg"):
+        ImageFolderDataset(root)
+
+
+def test_a_split_list_that_names_an_image_twice_is_reported(tmp_path, shapes_root):
+    import shutil
+
+    from mnv2_tasks.data.voc import VOCSegmentation
+
+    voc = Path(shutil.copytree(shapes_root / "voc", tmp_path / "voc"))
+    lst = voc / "ImageSets" / "Segmentation" / "val.txt"
+    stems = lst.read_text().split()
+    lst.write_text("\n".join([*stems, stems[0]]) + "\n")
+    with pytest.raises(DataError, match=rf"val.txt: .*{stems[0]}.jpg is listed twice"):
+        VOCSegmentation(voc, "val", 5)

@@ -9,7 +9,7 @@ import albumentations as A
 from torch.utils.data import Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
-from .images import DataError, read_rgb
+from .images import DataError, read_rgb, same_file_twice
 from .loaders import TaskDataModule
 from .transforms import classification_eval, classification_train, compose
 
@@ -34,6 +34,7 @@ class ImageFolderDataset(Dataset):
             if not any(Path(p).suffix.lower() in IMG_EXTENSIONS for p in d.iterdir()):
                 raise DataError(f"{d}: class folder has no images ({', '.join(IMG_EXTENSIONS)}); add images or remove the folder")
         self.samples = make_dataset(str(self.root), self.class_to_idx, extensions=IMG_EXTENSIONS)
+        same_file_twice([path for path, _ in self.samples], self.root)
         self.transform = transform
 
     def __len__(self) -> int:

@@ -22,3 +22,18 @@ def read_rgb(path: str | Path) -> np.ndarray:
             return np.asarray(im.convert("RGB"))
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise DataError(f"{path}: corrupt or unreadable image ({e}); replace the file or remove it from the data set") from None
+
+
+def same_file_twice(files, source) -> None:
+    """Refuse a split that reaches one image file twice (a duplicate entry, or a link to a file already listed):
+    it would be trained and scored twice without a word. Names both entries and the fix."""
+    import os
+
+    seen: dict[str, str] = {}
+    for f in files:
+        real = os.path.realpath(f)
+        if real in seen:
+            how = "listed twice" if os.path.abspath(seen[real]) == os.path.abspath(str(f)) else f"the same file as {seen[real]}"
+            raise DataError(f"{source}: {f} is {how} ({real}); each image must be in a split once: remove the duplicate "
+                            "entry or link")
+        seen[real] = str(f)

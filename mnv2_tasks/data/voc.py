@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
-from .images import DataError, read_rgb
+from .images import DataError, read_rgb, same_file_twice
 from .loaders import TaskDataModule
 from .seg_transforms import IGNORE_INDEX, seg_collate, seg_compose, segmentation_eval, segmentation_train
 
@@ -87,6 +87,7 @@ class VOCSegmentation(Dataset):
         if not stems:
             raise DataError(f"{list_file}: split list is empty")
         self.images = [self.root / image_dir / f"{s}{image_ext}" for s in stems]
+        same_file_twice(self.images, list_file)
         self.masks = [self.root / mask_dir / f"{s}.png" for s in stems]
         missing = [p for p in self.images if not p.is_file()]
         if missing:
