@@ -71,3 +71,20 @@ def test_a_non_finite_checkpoint_is_never_written_over_a_finite_one(tmp_path):
     assert torch.load(path, weights_only=True)["epoch"] == 0
     # observers of a QAT graph start at +-inf by design: not weights, not refused
     io.save_checkpoint({"state_dict": {"net.graph.activation_post_process_0.min_val": torch.tensor(float("inf"))}}, path)
+
+
+def test_the_command_line_exits_non_zero_with_one_line(shapes_root, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": f"{root / 'tests'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    run = subprocess.run([sys.executable, str(root / "train.py"), *TINY_CLS, "trainer.max_epochs=2", "data.eval_batch_size=8",
+                          "+callbacks.poison._target_=test_divergence.PoisonWeights", "trainer.accelerator=cpu",
+                          "trainer.enable_progress_bar=false", f"paths.data_dir={shapes_root}", f"hydra.run.dir={tmp_path / 'run'}"],
+                         capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    assert run.returncode != 0
+    last = run.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: the run diverged at epoch 1") and "learning rate" in last, run.stderr[-2000:]
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["ended"] == "diverged"
