@@ -20,6 +20,7 @@ from omegaconf import OmegaConf
 
 from ..checkpoint import MODEL_FIELD, CheckpointError, ModelRecord, build_net, check_compatible, float_net_from, net_state
 from ..config import compose_train_config
+from ..models.contract import image_hw
 from .deploy import DeployModule
 from .model_file import file_bytes
 from .runners import open_model
@@ -83,7 +84,8 @@ def export_datamodule(task: str, overrides: Sequence[str], image_size=None, with
     user_keys = {o.split("=", 1)[0].lstrip("+") for o in overrides}
     with open_dict(cfg):
         if image_size is not None and "data.image_size" not in user_keys and "image_size" in cfg.data:
-            cfg.data.image_size = image_size
+            h, w = image_hw(image_size)
+            cfg.data.image_size = h if h == w else [h, w]  # the data configs' own form: an int where square
         cfg.data.num_workers = 0
     dm = instantiate(cfg.data)
     dm.prepare_data()
