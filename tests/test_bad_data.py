@@ -181,6 +181,6 @@ def test_an_output_directory_without_room_or_rights_is_refused_before_the_first_
     usage = namedtuple("usage", "total used free")
     monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10**9, 10**9 - 1000, 1000))
     cfg = make_cfg(*CLS)
-    with pytest.raises(WriteError, match=r"checkpoints: 0.0 MB free, the run's checkpoints need about \d+\.\d MB"):
+    with pytest.raises(WriteError, match=r"run: 0.0 MB free, the run's checkpoints need about \d+\.\d MB"):
         train(cfg)
     assert not list(Path(cfg.paths.output_dir).rglob("*.ckpt"))
