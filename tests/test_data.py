@@ -125,3 +125,39 @@ def test_a_split_list_that_names_an_image_twice_is_reported(tmp_path, shapes_roo
     lst.write_text("\n".join([*stems, stems[0]]) + "\n")
     with pytest.raises(DataError, match=rf"val.txt: .*{stems[0]}.jpg is listed twice"):
         VOCSegmentation(voc, "val", 5)
+
+
+def test_images_are_read_upright_and_16_bit_by_its_range(tmp_path, shapes_root):
+    """One decoder for training, evaluation and inference: an EXIF-rotated copy and a 16-bit copy of an image read as
+    the original (the 16-bit rule: round(v * 255 / 65535)); palette, gray + alpha, CMYK and RGBA read as RGB."""
+    from mnv2_tasks.data.images import read_rgb
+
+    original = read_rgb(next((shapes_root / "coco" / "val").glob("*.jpg")))
+    upright = Image.fromarray(original)
+    exif = upright.getexif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display": stored turned the other way, as phones write it
+    Image.fromarray(np.rot90(original, 1).copy()).save(tmp_path / "rotated.png", exif=exif.tobytes())
+    assert np.array_equal(read_rgb(tmp_path / "rotated.png"), original)
+    gray = np.asarray(Image.fromarray(original).convert("L"))
+    Image.fromarray(gray.astype(np.uint16) * 257).save(tmp_path / "gray16.png")
+    with Image.open(tmp_path / "gray16.png") as im:
+        assert im.mode.startswith("I")  # really 16-bit on disk
+    assert np.array_equal(read_rgb(tmp_path / "gray16.png"), np.repeat(gray[..., None], 3, axis=2))  # not a white frame
+    for mode in ("P", "LA", "CMYK", "RGBA"):
+        Image.fromarray(original).convert(mode).save(tmp_path / f"m.{'jpg' if mode == 'CMYK' else 'png'}")
+        got = read_rgb(tmp_path / f"m.{'jpg' if mode == 'CMYK' else 'png'}")
+        assert got.shape == original.shape and got.dtype == np.uint8, mode
+
+
+def test_preflight_reports_a_size_recorded_before_the_exif_rotation(tmp_path, shapes_root):
+    from mnv2_tasks.data.images import read_rgb
+    from mnv2_tasks.data.preflight import PreflightItem, check_item
+
+    original = read_rgb(next((shapes_root / "coco" / "val").glob("*.jpg")))[:, :80]  # not square: 96 x 80
+    exif = Image.new("RGB", (1, 1)).getexif()
+    exif[0x0112] = 6
+    Image.fromarray(np.rot90(original, 1).copy()).save(tmp_path / "phone.jpg", exif=exif.tobytes())
+    h, w = original.shape[:2]
+    assert check_item(PreflightItem(0, tmp_path / "phone.jpg", size=(h, w))) is None  # labelled upright: fine
+    problem = check_item(PreflightItem(0, tmp_path / "phone.jpg", size=(w, h)))  # labelled on the stored pixels
+    assert "phone.jpg" in problem and "EXIF orientation (6)" in problem and f"upright as {w}x{h}" in problem

@@ -65,13 +65,21 @@ def check_item(item: PreflightItem) -> str | None:
     try:
         with Image.open(item.image) as im:
             fmt, (w, h) = im.format, im.size
+            orientation = im.getexif().get(0x0112, 1)  # EXIF Orientation: 5-8 turn the picture by 90 degrees
     except FileNotFoundError:
         return f"{item.image}: image file not found; add it or remove it from the data set"
     except Exception as e:  # noqa: BLE001 - every decoder error is a bad file
         return f"{item.image}: not a decodable image ({type(e).__name__}: {e}); replace the file or remove it from the data set"
     if not _complete(item.image, fmt):
         return f"{item.image}: truncated {fmt} file (no end marker); replace the file or remove it from the data set"
+    stored = (h, w)
+    if orientation in (5, 6, 7, 8):  # read upright (data/images.to_rgb8): the displayed size is the one that counts
+        h, w = w, h
     if item.size is not None and (h, w) != tuple(item.size):
+        if tuple(item.size) == stored:
+            return (f"{item.image}: the annotations give {stored[1]}x{stored[0]}, the size of the stored pixels, but its EXIF "
+                    f"orientation ({orientation}) shows it (and this package reads it) upright as {w}x{h}; labelling tools "
+                    "disagree on this: label the upright picture, or remove the orientation tag from the file")
         return (f"{item.image}: the image is {w}x{h} on disk but the annotations say {item.size[1]}x{item.size[0]}; "
                 "fix the annotation's width/height (or the image)")
     if item.mask is None:
