@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-__all__ = ["atomic_write", "AtomicCheckpointIO", "WriteError", "check_writable"]
+__all__ = ["atomic_write", "AtomicCheckpointIO", "WriteError", "check_writable", "check_free_space"]
 
 
 class WriteError(OSError):
@@ -66,11 +66,8 @@ def atomic_write(path: str | os.PathLike, data: bytes) -> Path:
     return path
 
 
-def check_writable(directory: str | os.PathLike, needed_bytes: int = 0) -> None:
-    """Before a run starts: ``directory`` can be created and written, and has ``needed_bytes`` free (the checkpoints the
-    run will keep); otherwise a ``WriteError`` naming the directory, what is missing and the fix."""
-    import shutil
-
+def check_writable(directory: str | os.PathLike) -> None:
+    """Before a run starts: ``directory`` can be created and written; otherwise a ``WriteError`` naming it and the fix."""
     directory = Path(directory)
     try:
         directory.mkdir(parents=True, exist_ok=True)
@@ -80,6 +77,12 @@ def check_writable(directory: str | os.PathLike, needed_bytes: int = 0) -> None:
     except OSError as e:
         raise WriteError(e.errno, f"{directory}: the run cannot write its checkpoints there ({e.strerror or e}); "
                                   "point paths.output_dir (or hydra.run.dir) at a writable directory") from None
+
+
+def check_free_space(directory: str | os.PathLike, needed_bytes: int) -> None:
+    """``directory`` has ``needed_bytes`` free (the checkpoints the run will keep); otherwise a ``WriteError``."""
+    import shutil
+
     free = shutil.disk_usage(directory).free
     if free < needed_bytes:
         raise WriteError(errno.ENOSPC, f"{directory}: {free / 2**20:.1f} MB free, the run's checkpoints need about "

@@ -10,11 +10,10 @@ whoever asks for it. ``train(cfg)`` records how the run ended in ``metrics.json`
 
 from __future__ import annotations
 
-import math
-
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.trainer.states import TrainerFn
 
 __all__ = ["DivergedError", "DivergenceGuard", "non_finite_tensors"]
 
@@ -43,19 +42,42 @@ def _cause(trainer: L.Trainer, pl_module: L.LightningModule) -> str:
 
 
 class DivergenceGuard(Callback):
-    """Stop a diverging run with a message naming the epoch, the step and the likely cause (see the module)."""
+    """Stop a diverging run with a message naming the epoch, the step and the likely cause (see the module).
+
+    The training step pays no synchronisation for it: each step's finiteness is folded into a flag on the loss's
+    device (with the first bad step and its loss), read every ``trainer.log_every_n_steps`` steps, before a validation
+    and at the epoch's end, where under DDP the ranks agree in one reduction.
+    """
+
+    def __init__(self) -> None:
+        self._first_bad: torch.Tensor | None = None  # (step, loss) of the first non-finite loss; step -1: none yet
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
         if loss is None:
             return
-        bad = not bool(torch.isfinite(torch.as_tensor(loss).detach()).all())
-        if trainer.strategy.reduce_boolean_decision(bad, all=False):
-            value = float(torch.as_tensor(loss).detach().float().sum()) if bad else math.nan
-            raise DivergedError(f"the run diverged at epoch {trainer.current_epoch}, step {trainer.global_step}: the training "
-                                f"loss is {value} on {'this' if bad else 'another'} rank; {_cause(trainer, pl_module)}")
+        loss = torch.as_tensor(loss).detach().float().sum()
+        if self._first_bad is None or self._first_bad.device != loss.device:
+            self._first_bad = torch.tensor([-1.0, 0.0], device=loss.device)
+        new = (self._first_bad[0] < 0) & ~torch.isfinite(loss)
+        self._first_bad = torch.where(new, torch.stack([torch.tensor(float(trainer.global_step), device=loss.device), loss]),
+                                      self._first_bad)
+        if (batch_idx + 1) % max(1, trainer.log_every_n_steps) == 0:
+            self._check_loss(trainer, pl_module)
+
+    def _check_loss(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        step, value = (self._first_bad.tolist() if self._first_bad is not None else (-1.0, 0.0))
+        if trainer.strategy.reduce_boolean_decision(step >= 0, all=False):
+            where = f"step {int(step)}: the training loss is {value}" if step >= 0 else "another rank's training loss"
+            raise DivergedError(f"the run diverged at epoch {trainer.current_epoch}, {where} (not finite); "
+                                f"{_cause(trainer, pl_module)}")
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.state.fn == TrainerFn.FITTING and not trainer.sanity_checking:  # before a validation that may save the best checkpoint
+            self._check_loss(trainer, pl_module)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._check_loss(trainer, pl_module)
         bad = non_finite_tensors(pl_module.net.state_dict())
         if trainer.strategy.reduce_boolean_decision(bool(bad), all=False):
             raise DivergedError(f"the run diverged by the end of epoch {trainer.current_epoch} (step {trainer.global_step}): "

@@ -41,6 +41,11 @@ class InputError(ValueError):
     """An input that cannot be read at all (missing, empty folder, unopenable stream)."""
 
 
+# what main and bag_main report in one line: bad inputs, CheckpointError / OnnxFileError of the model file (ValueErrors),
+# a missing .bin beside an .xml (an OSError), a runtime not installed (an ImportError naming its extra)
+ONE_LINE_ERRORS = (ValueError, OSError, ImportError)
+
+
 def _video(source, name: str) -> Iterator[tuple[str, np.ndarray | Exception]]:
     """The frames of a video file, camera or stream, opened now: a source that cannot be opened is an ``InputError``
     naming it and the likely fix before any frame is asked for."""
@@ -164,7 +169,7 @@ def bag_main(args, predictor_factory) -> int:
             topics = ", ".join(t for t, _, _ in list_image_topics(args.input)) or "none"
             raise BagError(f"{args.input}: a bag needs --topic (its image topics: {topics})")
         summary = predict_bag(predictor_factory(), args.input, args.topic, args.out, args.score_threshold, args.rate)
-    except (BagError, ValueError) as e:  # CheckpointError / OnnxFileError of the model file are ValueErrors too
+    except (BagError, *ONE_LINE_ERRORS) as e:
         raise SystemExit(f"error: {e}") from None
     lat = summary["latency_ms"]
     print(f"written: {args.out} (MCAP; {', '.join(summary['topics']) or 'no messages'}), {summary['frames']} frames")
@@ -176,7 +181,6 @@ def bag_main(args, predictor_factory) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Run ``model`` on ``input``; returns the exit status (1 if some input could not be read)."""
-    from .checkpoint import CheckpointError
     from .predict import Predictor
     from .visualize import draw_prediction
 
@@ -189,9 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         predictor = Predictor(args.model, device=args.device, threads=args.threads)
         kind, frames = frame_sources(args.input)
         args.out.mkdir(parents=True, exist_ok=True)
-    # CheckpointError / OnnxFileError are ValueErrors; a missing .bin beside an .xml an OSError; a runtime not installed
-    # an ImportError naming its extra
-    except (CheckpointError, InputError, ValueError, OSError, ImportError) as e:
+    except ONE_LINE_ERRORS as e:
         raise SystemExit(f"error: {e}") from None
     records: list = []
     latency: list[float] = []

@@ -12,7 +12,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from .atomic_files import AtomicCheckpointIO, check_writable
+from .atomic_files import AtomicCheckpointIO, check_free_space, check_writable
 from .checkpoint import check_compatible
 from .divergence import DivergedError, DivergenceGuard
 from .resume import RecordConfig, check_resume
@@ -96,7 +96,7 @@ def train(cfg: DictConfig) -> dict:
 
     # where the checkpoints go, checked before the first epoch: writable, and room for the best, the last and the one
     # being written (weights and optimizer state: about 3x the parameters' bytes each)
-    check_writable(out_dir, 3 * 3 * 4 * sum(p.numel() for p in module.parameters()))
+    check_free_space(out_dir, 3 * 3 * 4 * sum(p.numel() for p in module.parameters()))
     # the divergence guard is always on: a non-finite loss or network stops the run (divergence.py)
     callbacks = [*_instantiate_group(cfg.get("callbacks")), DivergenceGuard(), RecordConfig(cfg)]
     loggers = _instantiate_group(cfg.get("logger"))

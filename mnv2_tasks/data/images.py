@@ -24,7 +24,8 @@ def to_rgb8(im: Image.Image) -> np.ndarray:
       8-bit picture (``v * 257``) decodes to the same pixels; a 12-bit sensor in a 16-bit file comes out dark, not white;
     - palette, gray, gray + alpha, CMYK and RGBA through Pillow's conversion to RGB (alpha dropped).
     """
-    im = ImageOps.exif_transpose(im)
+    if im.getexif().get(0x0112, 1) != 1:  # exif_transpose copies even an upright image: only call it to turn one
+        im = ImageOps.exif_transpose(im)
     if im.mode in _WIDE_MODES:
         wide = np.asarray(im, dtype=np.float64)
         gray = np.clip(np.rint(wide * (255.0 / _WIDE_MODES[im.mode])), 0, 255).astype(np.uint8)
