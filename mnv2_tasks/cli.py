@@ -44,9 +44,11 @@ def train_main(cfg: DictConfig) -> float | None:
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="eval")
 def eval_main(cfg: DictConfig) -> None:
     """Evaluate a model file on the validation set (``conf/eval.yaml``); print and write ``eval_metrics.json``."""
-    from .evaluate import evaluate, write_metrics
+    from hydra.core.hydra_config import HydraConfig
 
-    metrics = evaluate(cfg)
+    from .evaluate import evaluate, with_recorded_run, write_metrics
+
+    metrics = evaluate(with_recorded_run(cfg, list(HydraConfig.get().overrides.task)))
     path = write_metrics(metrics, cfg.paths.output_dir)
     width = max(len(k) for k in metrics)
     for k, v in metrics.items():

@@ -31,3 +31,19 @@ def compose_train_config(overrides: Sequence[str], config_name: str = "train"):
                                 "run from a checkout (or an installed wheel that ships it)")
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose(config_name=config_name, overrides=list(overrides))
+
+
+def classes_from_data(cfg, datamodule) -> None:
+    """``data.num_classes: null``: the data's own count (categories + background, class folders, ...), written into
+    ``cfg`` so that everything interpolating it (``model.net.num_classes``) and the recorded config read it."""
+    import logging
+
+    from omegaconf import open_dict
+
+    if "num_classes" not in cfg.data or cfg.data.num_classes is not None:
+        return
+    n = int(datamodule.num_classes)
+    with open_dict(cfg):
+        cfg.data.num_classes = n
+    names = datamodule.class_names
+    logging.getLogger(__name__).info("data.num_classes=%d from the data (%s)", n, ", ".join(map(str, names or []))[:300])

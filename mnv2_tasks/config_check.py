@@ -42,9 +42,9 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
                          "an integer >= 0 (0: load in the main process) or auto (0 on <= 2 cores, else cores - 1, at most 8)"),
     "data.image_size": (lambda v: v is None or _size(v), "an integer >= 8 or [height, width] (pixels)"),
     "data.crop_size": (_int_at_least(8), "an integer >= 8 (pixels)"),
-    "data.num_classes": (_int_at_least(1), "an integer >= 1"),
+    "data.num_classes": (lambda v: v is None or _int_at_least(1)(v), "null (from the data) or an integer >= 1"),
     "model.net.width_mult": (_number(0.1, 2.0), "a number in [0.1, 2.0] (the paper uses 0.35-1.4)"),
-    "model.net.num_classes": (_int_at_least(1), "an integer >= 1"),
+    "model.net.num_classes": (lambda v: v is None or _int_at_least(1)(v), "null (from the data) or an integer >= 1"),
     "model.net.output_stride": (lambda v: v in (8, 16, 32), "8, 16 or 32"),
     "model.net.iou_threshold": (_number(0.0, 1.0, lo_open=True), "a number in (0, 1]"),
     "model.net.eval_postprocess.score_thresh": (_number(0.0, 1.0), "a number in [0, 1]"),
@@ -89,6 +89,7 @@ def check_config(cfg: DictConfig) -> None:
         if not ok(value):
             problems.append(f"{key}={value!r}: must be {allowed}")
     problems += _across_keys(cfg)
+    problems += _data_for_task(cfg)
     if problems:
         raise ConfigError("invalid settings (python train.py ... key=value):\n  " + "\n  ".join(problems))
 
@@ -113,3 +114,31 @@ def _across_keys(cfg: DictConfig) -> list[str]:
     if get("model.label_smoothing") == 1.0:
         out.append("model.label_smoothing=1.0: the targets would carry no label at all; use a value in [0, 1)")
     return out
+
+
+def _data_for_task(cfg: DictConfig) -> list[str]:
+    """A data module that does not serve the task (``task=detection data=voc``, VOC's masks): named, with the data
+    configs that do (each data module declares its ``tasks``)."""
+    from hydra.utils import get_class
+
+    from .config import CONF_DIR
+
+    task, target = cfg.get("task"), OmegaConf.select(cfg, "data._target_", default=None)
+    if not task or not target:
+        return []
+    try:
+        tasks = getattr(get_class(target), "tasks", ())
+    except Exception:  # noqa: BLE001 - an unknown class fails where Hydra instantiates it, with Hydra's message
+        return []
+    if not tasks or task in tasks:
+        return []
+    serving = []
+    for f in sorted((CONF_DIR / "data").glob("*.yaml")):
+        other = OmegaConf.load(f).get("_target_")
+        try:
+            if other and task in getattr(get_class(other), "tasks", ()):
+                serving.append(f"data={f.stem}")
+        except Exception:  # noqa: BLE001
+            continue
+    return [f"data._target_={target}: this data module serves {list(tasks)}, not task={task}; task={task} reads "
+            f"{', '.join(serving) or 'no data config here'}"]

@@ -19,20 +19,66 @@ from pathlib import Path
 
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from .checkpoint import check_categories, check_compatible, read_checkpoint
+from .config import classes_from_data
 from .models.pretrained import CheckpointError, load_pretrained
 
 log = logging.getLogger(__name__)
 
-__all__ = ["evaluate", "write_metrics"]
+__all__ = ["evaluate", "write_metrics", "with_recorded_run"]
 
 
 def _device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+def _recorded(path: Path) -> tuple[str | None, dict | None, dict | None]:
+    """What a model file says it was trained as: task, network node and data config (each ``None`` if not recorded)."""
+    from .checkpoint import ModelRecord
+    from .quant.targets import model_suffixes
+
+    if path.suffix == ".ckpt":
+        rec = ModelRecord.read(path)
+        config = rec.checkpoint["mnv2_tasks"].get("config") or {}
+        return rec.task, rec.net or None, config.get("data") or rec.input.get("data")
+    if path.name.endswith(tuple(model_suffixes())):
+        from .quant.runners import open_model
+
+        record = open_model(path).record
+        return record.get("task"), None, (record.get("input") or {}).get("data")
+    return None, None, None
+
+
+def with_recorded_run(cfg: DictConfig, overrides: list[str]) -> DictConfig:
+    """``cfg`` with what ``cfg.ckpt`` recorded of its run (task, network, data config) wherever this command's
+    ``overrides`` do not set them: ``mnv2-eval ckpt=<run>/checkpoints/last.ckpt`` evaluates on the run's own data,
+    ``data.root=...`` moves it, ``data=<other>`` replaces it."""
+    from .config import compose_train_config
+
+    path = Path(cfg.ckpt)
+    if not path.is_file():
+        return cfg  # evaluate() names the missing file
+    task, net, data = _recorded(path)
+    keys = {o.split("=", 1)[0].lstrip("+~") for o in overrides if "=" in o}
+    if task and "task" not in keys and task != cfg.get("task"):
+        output_dir = cfg.paths.output_dir
+        cfg = compose_train_config([f"task={task}", *overrides], "eval")
+        with open_dict(cfg):
+            cfg.paths.output_dir = output_dir
+        log.info("%s: task=%s as recorded", path, task)
+    with open_dict(cfg):
+        if net and not any(k == "model" or k.startswith("model.net") for k in keys) and cfg.get("task") == task:
+            cfg.model.net = net
+        if data and "data" not in keys and cfg.get("task") == task:
+            mine = [o for o in overrides if o.split("=", 1)[0].lstrip("+~").startswith("data.")]
+            cfg.data = OmegaConf.merge(OmegaConf.create(data), OmegaConf.from_dotlist([o.lstrip("+~") for o in mine]))
+            log.info("%s: evaluating on the data it was trained with (%s)%s", path, data.get("_target_"),
+                     f", with {mine}" if mine else "")
+    return cfg
 
 
 def evaluate(cfg: DictConfig) -> dict:
@@ -43,6 +89,7 @@ def evaluate(cfg: DictConfig) -> dict:
     ckpt = Path(cfg.ckpt)
     device = _device(cfg.get("device", "auto"))
     datamodule = instantiate(cfg.data)
+    classes_from_data(cfg, datamodule)
     module = instantiate(cfg.model)
     net_spec = OmegaConf.to_container(cfg.model.net, resolve=True)
     datamodule.prepare_data()

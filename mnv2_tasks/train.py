@@ -16,6 +16,7 @@ from .atomic_files import AtomicCheckpointIO, check_free_space, check_writable
 from .checkpoint import check_compatible
 from .divergence import DivergedError, DivergenceGuard
 from .resume import RecordConfig, check_resume
+from .config import classes_from_data
 from .config_check import check_config
 from .models.contract import net_class
 from .plots import plot_training_curves
@@ -86,6 +87,8 @@ def train(cfg: DictConfig) -> dict:
         L.seed_everything(cfg.seed, workers=True)
 
     datamodule = instantiate(cfg.data)
+    classes_from_data(cfg, datamodule)  # data.num_classes: null -> the data's own count
+    datamodule.config = OmegaConf.to_container(cfg.data, resolve=True)  # recorded in checkpoints and exported files
     module = instantiate(cfg.model)
     if pretrained:
         module.load_pretrained_backbone(pretrained)

@@ -76,6 +76,8 @@ class CocoDetection(Dataset):
         check_files: check at construction that every image file exists.
         cache_images: keep each decoded image in memory after its first read (small sets such as the
             embedded one: decoding is then paid once; each loader worker process keeps its own cache).
+        data: the instances dict itself (a YOLO or VOC set read into COCO form, ``det_formats``); ``ann_file`` then
+            only names the source in messages, and evaluation scores against this dict.
     """
 
     def __init__(
@@ -88,6 +90,7 @@ class CocoDetection(Dataset):
         box_tolerance: float = 1.0,
         check_files: bool = True,
         cache_images: bool = False,
+        data: dict | None = None,
     ) -> None:
         if on_bad not in ("error", "warn"):
             raise ValueError(f"on_bad must be 'error' or 'warn', got {on_bad!r}")
@@ -99,7 +102,8 @@ class CocoDetection(Dataset):
         self.on_bad = on_bad
         self.problems: Counter = Counter()
         self._examples: dict[str, str] = {}
-        data = load_coco_json(self.ann_file)
+        self.in_memory = data is not None
+        data = load_coco_json(self.ann_file) if data is None else data
         if not self.img_dir.is_dir():
             raise DataError(f"{self.img_dir}: image folder not found (for {self.ann_file}); set the img_dir paths")
 
@@ -219,7 +223,7 @@ class CocoDetection(Dataset):
     def ground_truth(self) -> Path | dict:
         """What evaluation scores against: the annotation file itself where this set kept all of it, else (in memory)
         the images and annotations it kept, boxes as kept (clipped), as its log reported."""
-        if not self.problems and len(self.ids) == len(self.images):
+        if not self.in_memory and not self.problems and len(self.ids) == len(self.images):
             return self.ann_file
         kept = set(self.ids)
         return {**self._header, "images": [self.images[i] for i in self.images if i in kept],
@@ -303,6 +307,8 @@ class CocoDataModule(TaskDataModule):
     background), when given, is checked against the files, so that configs can pass it to the model.
     """
 
+    tasks = ("detection",)  # the tasks this data serves (config_check names the right data config otherwise)
+
     collate_fn = staticmethod(detection_collate)
 
     def __init__(
@@ -337,26 +343,32 @@ class CocoDataModule(TaskDataModule):
         self.eval_tf = detection_pipeline([], image_size, min_size=min_box_size)
         self.box_tolerance = box_tolerance
 
-    def _dataset(self, ann_file: Path, img_dir: Path, transform, cat_ids=None) -> CocoDetection:
+    def _dataset(self, ann_file: Path, img_dir: Path, transform, cat_ids=None, data: dict | None = None) -> CocoDetection:
         return CocoDetection(ann_file, img_dir, transform, cat_ids=cat_ids, on_bad=self.on_bad, box_tolerance=self.box_tolerance,
-                             cache_images=self.cache_images)
+                             cache_images=self.cache_images, data=data)
+
+    def _source(self, train: bool) -> tuple[Path, Path, dict | None]:
+        """A split: the file named in messages, the image folder, the instances dict (None: the file's; det_layouts)."""
+        return (self.train_ann_file, self.train_img_dir, None) if train else (self.val_ann_file, self.val_img_dir, None)
 
     def setup(self, stage: str | None = None) -> None:
         if self.shapes_root is not None:
             ensure_shapes(self.shapes_root)
         if self.train_set is None and stage in (None, "fit"):
-            self.train_set = self.checked(self._dataset(self.train_ann_file, self.train_img_dir, self.train_tf), str(self.train_ann_file))
+            ann, img_dir, data = self._source(True)
+            self.train_set = self.checked(self._dataset(ann, img_dir, self.train_tf, data=data), str(ann))
             if not any(self.train_set.anns[i] for i in self.train_set.ids):
                 raise DataError(f"{self.train_ann_file}: no object in any of its {len(self.train_set)} training images; "
                                 "a detector cannot learn from it: check the annotations' image ids and category ids")
         if self.val_set is None:
             cat_ids = self.train_set.cat_ids if self.train_set is not None else None
-            self.val_set = self.checked(self._dataset(self.val_ann_file, self.val_img_dir, self.eval_tf, cat_ids), str(self.val_ann_file))
+            ann, img_dir, data = self._source(False)
+            self.val_set = self.checked(self._dataset(ann, img_dir, self.eval_tf, cat_ids, data=data), str(ann))
             n = self.val_set.num_classes
             if self.expected_num_classes is not None and self.expected_num_classes != n:
                 raise DataError(
                     f"{self.val_ann_file}: {n - 1} categories (+ background = {n} classes) but data.num_classes="
-                    f"{self.expected_num_classes}; set data.num_classes={n}"
+                    f"{self.expected_num_classes}; set data.num_classes={n}, or null to take it from the data"
                 )
 
     @property

@@ -66,10 +66,13 @@ def multitask_collate(samples: list[dict]) -> dict:
 class CocoMultiTaskDataModule(CocoDataModule):
     """``CocoDataModule`` whose samples also carry the semantic mask (``CocoMultiTask``)."""
 
+    tasks = ("multitask",)  # the tasks this data serves (config_check names the right data config otherwise)
+
     collate_fn = staticmethod(multitask_collate)
 
-    def _dataset(self, ann_file, img_dir, transform, cat_ids=None) -> CocoMultiTask:
-        return CocoMultiTask(ann_file, img_dir, transform, cat_ids=cat_ids, on_bad=self.on_bad, box_tolerance=self.box_tolerance)
+    def _dataset(self, ann_file, img_dir, transform, cat_ids=None, data: dict | None = None) -> CocoMultiTask:
+        return CocoMultiTask(ann_file, img_dir, transform, cat_ids=cat_ids, on_bad=self.on_bad, box_tolerance=self.box_tolerance,
+                             data=data)
 
     @property
     def seg_class_names(self) -> list[str]:

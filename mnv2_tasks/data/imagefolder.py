@@ -65,6 +65,8 @@ class ImageFolderDataModule(TaskDataModule):
     ``conf/data/*.yaml``); when ``None`` the ImageNet recipe at ``image_size`` is used.
     """
 
+    tasks = ("classification",)  # the tasks this data serves (config_check names the right data config otherwise)
+
     def __init__(
         self,
         root: str,

@@ -41,6 +41,31 @@ def eval_sampler(dataset: Dataset):
     return None
 
 
+def transforms_of(dataset) -> list:
+    """The albumentations pipelines a data set (or a wrapper of one, ``.dataset``) applies."""
+    import albumentations as A
+
+    found, seen = [], set()
+    while dataset is not None and id(dataset) not in seen:
+        seen.add(id(dataset))
+        tf = getattr(dataset, "transform", None)
+        if isinstance(tf, A.BaseCompose):
+            found.append(tf)
+        dataset = getattr(dataset, "dataset", None)
+    return found
+
+
+def seed_worker(worker_id: int) -> None:
+    """A loader worker's seeds: Lightning's per-worker, per-rank seeds of torch, numpy and random, and the
+    augmentation pipelines' own generators from them (else every worker would draw the same augmentations)."""
+    from lightning.fabric.utilities.seed import pl_worker_init_function
+
+    pl_worker_init_function(worker_id)
+    info = torch.utils.data.get_worker_info()
+    for tf in transforms_of(info.dataset if info is not None else None):
+        tf.set_random_seed(torch.initial_seed() % 2**32)
+
+
 def make_loader(
     dataset: Dataset,
     batch_size: int,
@@ -60,6 +85,7 @@ def make_loader(
         collate_fn=collate_fn,
         drop_last=(train and len(dataset) > batch_size) if drop_last is None else drop_last,
         persistent_workers=num_workers > 0,
+        worker_init_fn=seed_worker if num_workers > 0 else None,
         pin_memory=torch.cuda.is_available(),
     )
 
@@ -75,6 +101,7 @@ class TaskDataModule(L.LightningDataModule):
     """
 
     # ---- the data contract ----------------------------------------------------------------------
+    tasks: tuple[str, ...] = ()  # the tasks this data serves (config_check refuses another, naming the data that does)
     num_classes: int  # what the network predicts: classes (segmentation: with background; detection: categories + 1)
     class_names: list[str] | None = None  # a name per class (detection: per category, labels 1..K)
     category_ids: list[int] | None = None  # the data set's own id of each class (COCO category ids of labels 1..K)
@@ -87,9 +114,10 @@ class TaskDataModule(L.LightningDataModule):
     train_set: Dataset | None = None
     val_set: Dataset | None = None
     skipped_samples: int = 0  # bad samples left out by the pre-flight check (data.on_bad=warn)
-    CONTRACT = ("num_classes", "class_names", "category_ids", "seg_class_names", "val_ann_file", "val_ground_truth",
+    config: dict | None = None  # the resolved data config that built this module (set by train); recorded with the model
+    CONTRACT = ("tasks", "num_classes", "class_names", "category_ids", "seg_class_names", "val_ann_file", "val_ground_truth",
                 "label_to_cat_id",
-                "root", "image_size", "train_set", "val_set", "skipped_samples", "input_spec",
+                "root", "image_size", "config", "train_set", "val_set", "skipped_samples", "input_spec",
                 "prepare_data", "setup", "train_dataloader", "val_dataloader", "test_dataloader")
 
     collate_fn: Callable | None = None  # a staticmethod in subclasses that batch other than torch's default
@@ -119,7 +147,8 @@ class TaskDataModule(L.LightningDataModule):
         return {"image_size": self.image_size, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
                 "eval_transform": transform_spec(self.eval_tf),
                 "class_names": list(names) if names is not None else None,
-                "category_ids": list(self.category_ids) if self.category_ids is not None else None}
+                "category_ids": list(self.category_ids) if self.category_ids is not None else None,
+                "data": self.config}
 
     def checked(self, dataset, what: str):
         """``dataset`` after the pre-flight check (``data/preflight.py``): every bad sample reported at once,

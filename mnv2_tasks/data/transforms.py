@@ -20,8 +20,13 @@ def compose(
 ) -> A.Compose:
     """``transforms`` (already built, e.g. by Hydra) + Normalize + ToTensorV2.
 
-    ``compose_kwargs`` go to ``A.Compose`` (``bbox_params`` for detection, ...).
+    ``compose_kwargs`` go to ``A.Compose`` (``bbox_params`` for detection, ...). Albumentations draws from its own
+    generator, which no global seed reaches: it is seeded here from torch's seed (``seed_everything``), so a run
+    with ``seed=...`` augments the same way every time, and loader workers reseed it each (``loaders.seed_worker``).
     """
+    import torch
+
+    compose_kwargs.setdefault("seed", torch.initial_seed() % 2**32)
     return A.Compose([*(transforms or []), A.Normalize(mean=mean, std=std), ToTensorV2()], **compose_kwargs)
 
 

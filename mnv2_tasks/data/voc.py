@@ -148,6 +148,8 @@ class SegmentationDataModule(TaskDataModule):
     full-resolution evaluation are used. ``shapes_root`` generates the embedded set first.
     """
 
+    tasks = ("segmentation",)  # the tasks this data serves (config_check names the right data config otherwise)
+
     collate_fn = staticmethod(seg_collate)
 
     def __init__(
