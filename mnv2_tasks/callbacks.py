@@ -7,7 +7,6 @@ import math
 from pathlib import Path
 
 import lightning as L
-import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
 
@@ -94,8 +93,8 @@ class SaveOnDataError(Callback):
 
 class ValidationPictures(Callback):
     """At the end of fitting, ``val_predictions.png`` in the run directory: a grid of the first ``num_images``
-    validation images as the network sees them, with its predictions drawn (boxes with class and score,
-    masks blended, top classes written): the model shown to a person.
+    validation images as the network sees them, each as its ground truth beside the prediction (boxes with class and
+    score, masks blended, top classes written; "no box >= threshold" where none passes): the model shown to a person.
 
     Args:
         num_images: images in the grid.
@@ -117,35 +116,24 @@ class ValidationPictures(Callback):
             log.warning("could not draw %s: %s", self.filename, e)
 
     def draw(self, pl_module, datamodule, out: Path) -> Path:
-        from PIL import Image
-
         from .models.results import frame_result_of
-        from .visualize import draw_prediction
+        from .visualize import grid, to_frame, truth_and_prediction
 
         spec = datamodule.input_spec()
-        mean = torch.tensor(spec["mean"]).view(1, 3, 1, 1)
-        std = torch.tensor(spec["std"]).view(1, 3, 1, 1)
         was_training = pl_module.training
         pl_module.eval()
-        tiles: list[Image.Image] = []
+        tiles = []
         try:
-            for batch in datamodule.val_dataloader():
-                images = batch["image"].to(pl_module.device)
-                preds = pl_module.predictions(pl_module.raw_outputs(pl_module.prepare_batch(batch)["image"].to(pl_module.device)), images)
-                frames = ((images.cpu() * std + mean).clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()
-                for i, frame in enumerate(frames[: self.num_images - len(tiles)]):
-                    hw = frame.shape[:2]
-                    pred = frame_result_of(pl_module.task_name)(preds, i, hw, hw, spec["class_names"], spec["category_ids"])
-                    tiles.append(draw_prediction(np.ascontiguousarray(frame), pred, self.score_threshold))
-                if len(tiles) >= self.num_images:
-                    break
+            for k in range(min(self.num_images, len(datamodule.val_set))):
+                sample = datamodule.val_set[k]
+                batch = datamodule.collate_fn([sample]) if datamodule.collate_fn else torch.utils.data.default_collate([sample])
+                images = pl_module.prepare_batch(batch)["image"].to(pl_module.device)
+                preds = pl_module.predictions(pl_module.raw_outputs(images), images)
+                frame = to_frame(sample["image"], spec["mean"], spec["std"])
+                hw = frame.shape[:2]
+                pred = frame_result_of(pl_module.task_name)(preds, 0, hw, hw, spec["class_names"], spec["category_ids"])
+                tiles.append(truth_and_prediction(frame, datamodule.truth_of(sample), pred, self.score_threshold))
         finally:
             pl_module.train(was_training)
-        cols = math.ceil(math.sqrt(len(tiles)))
-        rows = math.ceil(len(tiles) / cols)
-        w, h = max(t.width for t in tiles), max(t.height for t in tiles)
-        grid = Image.new("RGB", (cols * w, rows * h), (255, 255, 255))
-        for k, tile in enumerate(tiles):
-            grid.paste(tile, ((k % cols) * w, (k // cols) * h))
-        grid.save(out)
+        grid(tiles, cols=max(1, math.ceil(math.sqrt(len(tiles) / 2)))).save(out)
         return out

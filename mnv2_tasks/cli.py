@@ -6,6 +6,8 @@ thin scripts of a checkout (``train.py``, ``tools/*.py``):
     mnv2-export <ckpt> [--precision int8]      # python tools/export.py ...
     mnv2-predict <model> <images|video|0>      # python tools/predict.py ...
     mnv2-benchmark --task deploy               # python tools/benchmark.py ...
+    mnv2-browse task=detection data=yolo ...   # python tools/browse.py ...   (samples with their labels drawn)
+    mnv2-convert <src> <out> --to yolo         # python tools/convert.py ...  (COCO / YOLO / VOC XML)
 
 The Hydra configuration (``conf/`` in a checkout) ships inside the wheel as ``mnv2_tasks/conf``, so these work from any
 directory after ``pip install``; runs go to ``./outputs/<task>/<time>``. Your own config groups
@@ -24,7 +26,7 @@ from omegaconf import DictConfig
 
 from .config import CONF_DIR
 
-__all__ = ["train_main", "eval_main", "export_main", "predict_main", "benchmark_main"]
+__all__ = ["train_main", "eval_main", "export_main", "predict_main", "benchmark_main", "browse_main"]
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
@@ -53,6 +55,19 @@ def eval_main(cfg: DictConfig) -> None:
     width = max(len(k) for k in metrics)
     for k, v in metrics.items():
         print(f"{k:<{width}}  {v:.4f}" if isinstance(v, float) else f"{k:<{width}}  {v}")
+    print(f"written: {path}")
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="browse")
+def browse_main(cfg: DictConfig) -> None:
+    """Draw samples after augmentation with their labels (``conf/browse.yaml``); print the PNG's path."""
+    from .browse import browse
+    from .data.images import DataError
+
+    try:
+        path = browse(cfg, int(cfg.num_images), str(cfg.split), cfg.get("out"))
+    except DataError as e:
+        raise SystemExit(f"error: {e}") from None
     print(f"written: {path}")
 
 

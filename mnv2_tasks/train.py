@@ -61,14 +61,24 @@ def _pretrained_backbone(cfg: DictConfig) -> str | None:
 
     None when there is no pretraining stage, when ``model.pretrained`` names a file (it wins), when
     the run resumes (``ckpt_path``) or fine-tunes (``quant.from_ckpt``) a checkpoint (every weight
-    comes from it), and when the network's class declares it takes no MobileNetV2 weights.
+    comes from it), when the network's class declares it takes no MobileNetV2 weights, and when the data is not the
+    embedded set (its shapes are no pretraining for a user's own images): the log then says the run starts from scratch.
     """
-    if not cfg.get("pretrain") or cfg.model.get("pretrained"):
+    if cfg.model.get("pretrained") or cfg.get("ckpt_path") or (cfg.get("quant") or {}).get("from_ckpt"):
         return None
-    if cfg.get("ckpt_path") or (cfg.get("quant") or {}).get("from_ckpt"):
+    takes = net_class(cfg.model.net._target_).takes_mobilenetv2_weights
+    scratch = ("training the backbone FROM SCRATCH: no ImageNet weights given. Pass model.pretrained=<file> "
+               "(torchvision's mobilenet_v2-b0353104.pth / mobilenet_v2-7ebf99e0.pth, a timm mobilenetv2_* file, or a "
+               "checkpoint of this package) for a far better start")
+    if not cfg.get("pretrain"):
+        if takes:
+            log.warning("%s", scratch)
         return None
-    if not net_class(cfg.model.net._target_).takes_mobilenetv2_weights:
+    if not takes:
         log.info("pretrain: %s takes no MobileNetV2 weights; training from scratch", cfg.model.net.get("_target_"))
+        return None
+    if not cfg.data.get("shapes_root"):  # a user's data set: the embedded shapes are no pretraining for it
+        log.warning("pretrain=embedded is for the embedded data set only, not data=%s; %s", cfg.data.get("_target_"), scratch)
         return None
     path = str(instantiate(cfg.pretrain))
     log.info("pretrain: backbone weights from %s", path)

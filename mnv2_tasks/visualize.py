@@ -27,18 +27,19 @@ def draw_classification(image: np.ndarray, probs: np.ndarray, names: list[str] |
     return im
 
 
-def draw_detections(image: np.ndarray, boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray,
+def draw_detections(image: np.ndarray, boxes: np.ndarray, scores: np.ndarray | None, labels: np.ndarray,
                     names: list[str] | None = None, score_threshold: float = 0.3) -> Image.Image:
-    """Boxes (xyxy, image pixels) with ``label score`` captions; labels index ``names`` (0 = background)."""
+    """Boxes (xyxy, image pixels) with ``label score`` captions (``scores=None``: ground truth, names only); labels
+    index ``names`` (0 = background)."""
     im = Image.fromarray(image).convert("RGB")
     draw = ImageDraw.Draw(im)
-    for box, score, label in zip(boxes, scores, labels):
-        if score < score_threshold:
+    for box, score, label in zip(boxes, scores if scores is not None else [None] * len(boxes), labels):
+        if score is not None and score < score_threshold:
             continue
         colour = _BOX_COLOURS[int(label) % len(_BOX_COLOURS)]
         x0, y0, x1, y1 = (float(v) for v in box)
         draw.rectangle([x0, y0, x1, y1], outline=colour, width=2)
-        text = f"{_name(names, int(label))} {score:.2f}"
+        text = _name(names, int(label)) + (f" {score:.2f}" if score is not None else "")
         draw.rectangle([x0, max(0, y0 - 11), x0 + 6 * len(text) + 4, max(11, y0)], fill=colour)
         draw.text((x0 + 2, max(0, y0 - 11)), text, fill=(0, 0, 0))
     return im
@@ -62,7 +63,14 @@ def draw_prediction(frame: np.ndarray, pred: dict, score_threshold: float = 0.3)
     if "boxes" in pred:
         by_label = {int(lab): str(n) for lab, n in zip(pred["labels"], pred["names"])}
         names = [by_label.get(i, str(i)) for i in range(max(by_label, default=0) + 1)]
-        return draw_detections(image, pred["boxes"], pred["scores"], pred["labels"], names, score_threshold)
+        if pred.get("truth"):  # ground truth (TaskDataModule.truth_of): names, no scores
+            im = draw_detections(image, pred["boxes"], None, pred["labels"], names)
+            return im if len(pred["boxes"]) else caption(im, "no object (a negative)", where="bottom")
+        im = draw_detections(image, pred["boxes"], pred["scores"], pred["labels"], names, score_threshold)
+        if not (np.asarray(pred["scores"]) >= score_threshold).any():  # say it, rather than show a bare picture
+            im = caption(im, f"no box >= {score_threshold:.2f}" + (f" (best {max(pred['scores']):.2f})" if len(pred["scores"]) else ""),
+                         where="bottom")
+        return im
     if "topk" in pred:
         probs = np.zeros(max(i for i, _, _ in pred["topk"]) + 1)
         names = [""] * len(probs)
@@ -70,3 +78,42 @@ def draw_prediction(frame: np.ndarray, pred: dict, score_threshold: float = 0.3)
             probs[i], names[i] = p, name
         return draw_classification(image, probs, names)
     return Image.fromarray(image)
+
+
+def caption(im: Image.Image, text: str, where: str = "top") -> Image.Image:
+    """``im`` with a strip of ``text`` added above (or below) it."""
+    h = 12
+    out = Image.new("RGB", (im.width, im.height + h), (0, 0, 0))
+    out.paste(im, (0, h if where == "top" else 0))
+    ImageDraw.Draw(out).text((2, 0 if where == "top" else im.height), text, fill=(255, 255, 255))
+    return out
+
+
+def grid(tiles: list[Image.Image], cols: int | None = None) -> Image.Image:
+    """Tiles in rows of ``cols`` (default: about square), each cell the largest tile's size, white between."""
+    import math
+
+    cols = cols or math.ceil(math.sqrt(len(tiles)))
+    rows = math.ceil(len(tiles) / cols)
+    w, h = max(t.width for t in tiles) + 2, max(t.height for t in tiles) + 2
+    out = Image.new("RGB", (cols * w, rows * h), (255, 255, 255))
+    for k, tile in enumerate(tiles):
+        out.paste(tile, ((k % cols) * w, (k // cols) * h))
+    return out
+
+
+def truth_and_prediction(frame: np.ndarray, truth: dict, pred: dict | None, score_threshold: float = 0.3) -> Image.Image:
+    """One image twice, side by side: its ground truth (a frame result from ``TaskDataModule.truth_of``) and the
+    prediction, each captioned."""
+    tiles = [caption(draw_prediction(frame, truth, 0.0), "ground truth")]
+    if pred is not None:
+        tiles.append(caption(draw_prediction(frame, pred, score_threshold), "prediction"))
+    return grid(tiles, cols=len(tiles))
+
+
+def to_frame(image, mean, std) -> np.ndarray:
+    """A normalised (3, H, W) tensor back to the (H, W, 3) uint8 picture the network saw."""
+    import torch
+
+    m, s = torch.tensor(mean).view(3, 1, 1), torch.tensor(std).view(3, 1, 1)
+    return np.ascontiguousarray(((image.cpu().float() * s + m).clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy())

@@ -3,6 +3,7 @@ round trips, classes from the data, and evaluation that remembers the run's data
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -208,3 +209,106 @@ def test_detection_on_the_mask_set_points_to_the_box_set(make_cfg):
 
     with pytest.raises(ConfigError, match=r"serves \['segmentation'\], not task=detection.*data=voc_det"):
         check_config(make_cfg("task=detection", "data=voc", "data.root=/nowhere"))
+
+
+# ---- see the labels -----------------------------------------------------------------------------------------------
+
+
+def test_browse_draws_augmented_samples_with_their_labels(make_cfg, three_formats, tmp_path):
+    from PIL import Image
+
+    from mnv2_tasks.browse import browse
+    from mnv2_tasks.visualize import _BOX_COLOURS, draw_prediction, to_frame
+
+    cfg = make_cfg("task=detection", *three_formats["yolo"], "data.image_size=64")
+    out = browse(cfg, num_images=4, out=tmp_path / "grid.png")
+    grid = Image.open(out)
+    assert grid.size == (2 * 66, 2 * (64 + 12 + 2))  # 2 x 2 tiles of 64 px, each captioned with its file name
+    # a box of the ground truth is drawn in its class colour at its corner
+    from hydra.utils import instantiate
+
+    dm = instantiate(cfg.data)
+    dm.setup("validate")
+    sample = next(dm.val_set[k] for k in range(len(dm.val_set)) if len(dm.val_set[k]["target"]["boxes"]))
+    truth = dm.truth_of(sample)
+    assert truth["names"][0] in dm.class_names
+    frame = to_frame(sample["image"], dm.input_spec()["mean"], dm.input_spec()["std"])
+    drawn = np.asarray(draw_prediction(frame, truth))
+    x0, y0 = (min(int(v), 63) for v in truth["boxes"][0][:2])
+    colour = _BOX_COLOURS[int(truth["labels"][0]) % len(_BOX_COLOURS)]
+    assert tuple(drawn[y0, x0]) == colour and tuple(frame[y0, x0]) != colour
+    # a prediction with nothing over the threshold says so (a caption strip) instead of showing a bare picture
+    weak = {"boxes": truth["boxes"][:1], "labels": truth["labels"][:1], "scores": np.array([0.1]), "names": truth["names"][:1]}
+    assert np.asarray(draw_prediction(frame, weak, 0.3)).shape[0] == 64 + 12
+    assert np.asarray(draw_prediction(frame, weak, 0.05)).shape[0] == 64
+
+
+def test_real_data_keeps_its_own_sizes_and_skips_the_embedded_pretraining(make_cfg, three_formats, caplog):
+    from mnv2_tasks.train import _pretrained_backbone
+
+    cfg = make_cfg("task=detection", *three_formats["yolo"])
+    assert cfg.pretrain is not None and cfg.data.image_size == 320 and cfg.data.batch_size == 32  # conf/data/yolo.yaml's
+    with caplog.at_level("WARNING"):
+        assert _pretrained_backbone(cfg) is None
+    assert "pretrain=embedded is for the embedded data set only" in caplog.text and "FROM SCRATCH" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        assert _pretrained_backbone(make_cfg("task=detection", "pretrain=none")) is None
+    assert "FROM SCRATCH" in caplog.text
+    seg = make_cfg("task=segmentation", "data=voc", "data.root=/data/VOC2012")
+    assert seg.data.crop_size == 513 and seg.data.batch_size == 16  # conf/data/voc.yaml's, not the embedded set's
+
+
+# ---- your camera's files: EXIF-rotated and 16-bit copies read as the originals everywhere ---------------------------
+
+
+def test_rotated_and_16_bit_copies_train_evaluate_and_predict_as_the_originals(make_cfg, shapes_root, tiny_detector, tmp_path):
+    """The embedded val set, copied twice: each image stored turned with EXIF Orientation=6 (as a phone writes it),
+    and as 16-bit (v * 257, as a machine-vision camera writes it). The annotation file is the same (sizes are the
+    displayed image's). Samples, the detector's mAP and the Predictor's boxes equal the originals'."""
+    import cv2
+    from hydra.utils import instantiate
+
+    from mnv2_tasks.data.images import read_rgb
+    from mnv2_tasks.evaluate import evaluate
+    from mnv2_tasks.predict import Predictor
+
+    coco = shapes_root / "coco"
+    ann = json.loads((coco / "annotations" / "instances_val.json").read_text())
+    for kind in ("rotated", "sixteen"):
+        (tmp_path / kind).mkdir()
+        for im in ann["images"]:
+            pixels = read_rgb(coco / "val" / im["file_name"])
+            if kind == "rotated":
+                exif = Image.new("RGB", (1, 1)).getexif()
+                exif[0x0112] = 6
+                Image.fromarray(np.rot90(pixels, 1).copy()).save(tmp_path / kind / im["file_name"], format="PNG",
+                                                                 exif=exif.tobytes())
+            else:  # 48-bit RGB PNG
+                assert cv2.imwrite(str(tmp_path / kind / (im["file_name"] + ".png")), pixels[..., ::-1].astype(np.uint16) * 257)
+                (tmp_path / kind / (im["file_name"] + ".png")).rename(tmp_path / kind / im["file_name"])
+    over = lambda d: [f"data.val_img_dir={tmp_path / d}"]  # noqa: E731
+    base = [*tiny_detector.overrides, f"ckpt={tiny_detector.last}"]
+    dms = {d: instantiate(make_cfg(*base, *over(d), config_name="eval").data) for d in ("val", "rotated", "sixteen")}
+    dms["val"] = instantiate(make_cfg(*base, config_name="eval").data)
+    for dm in dms.values():
+        dm.setup("validate")
+    for k in range(len(dms["val"].val_set)):
+        a = dms["val"].val_set[k]
+        for d in ("rotated", "sixteen"):
+            b = dms[d].val_set[k]
+            assert torch_equal(a["image"], b["image"]) and torch_equal(a["target"]["boxes"], b["target"]["boxes"]), (d, k)
+    maps = {d: evaluate(make_cfg(*base, *(over(d) if d != "val" else []), config_name="eval"))["mAP"] for d in dms}
+    assert maps["rotated"] == maps["sixteen"] == maps["val"]
+    predictor = Predictor(tiny_detector.last)
+    for im in ann["images"][:4]:
+        want = predictor(read_rgb(coco / "val" / im["file_name"]))
+        for d in ("rotated", "sixteen"):
+            got = predictor(read_rgb(tmp_path / d / im["file_name"]))
+            assert got["boxes"].shape == want["boxes"].shape and np.abs(got["boxes"] - want["boxes"]).max(initial=0) <= 1.0
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return a.shape == b.shape and bool(torch.equal(a, b))

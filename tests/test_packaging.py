@@ -17,7 +17,8 @@ def test_console_scripts_and_shipped_configs_are_declared():
 
     meta = tomllib.loads((ROOT / "pyproject.toml").read_text())
     scripts = meta["project"]["scripts"]
-    assert set(scripts) == {"mnv2-train", "mnv2-eval", "mnv2-export", "mnv2-predict", "mnv2-benchmark"}
+    assert set(scripts) == {"mnv2-train", "mnv2-eval", "mnv2-export", "mnv2-predict", "mnv2-benchmark", "mnv2-browse",
+                            "mnv2-convert"}
     import importlib
 
     for target in scripts.values():

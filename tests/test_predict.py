@@ -58,8 +58,10 @@ def test_detection_predict_json_is_the_runs_evaluation(tiny_detector, shapes_roo
     assert "AP_per_class" in metrics and set(metrics["AP_per_class"]) == {"circle", "square", "triangle", "star"}
     from PIL import Image
 
-    grid = Image.open(run.dir / "val_predictions.png")  # 12 val images drawn: a 4 x 3 grid of 64 px
-    assert grid.size == (4 * 64, 3 * 64)
+    # 12 val images of 64 px, each as ground truth beside prediction (captioned; a caption strip more where no box passes
+    # the threshold): 4 rows of 3 pairs
+    grid = Image.open(run.dir / "val_predictions.png")
+    assert grid.size[0] == 3 * (2 * (64 + 2) + 2) and grid.size[1] in (4 * (64 + 12 + 2 + 2), 4 * (64 + 24 + 2 + 2))
 
 
 def test_segmentation_predictor_masks_score_the_runs_miou(tiny_segmenter, shapes_root):

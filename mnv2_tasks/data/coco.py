@@ -14,7 +14,6 @@ annotations and missing images are dropped instead, and counted in one warning.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections import Counter
@@ -26,7 +25,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .det_transforms import detection_pipeline, ssd_train_transforms
-from .coco_checks import check_integrity
+from .coco_checks import check_integrity, load_coco_json
 from .images import DataError, read_rgb
 from .loaders import TaskDataModule
 from .shapes import ensure_shapes
@@ -34,29 +33,6 @@ from .shapes import ensure_shapes
 log = logging.getLogger(__name__)
 
 __all__ = ["CocoDetection", "CocoDataModule", "detection_collate", "load_coco_json", "DataError"]
-
-REQUIRED_KEYS = ("images", "annotations", "categories")
-
-
-def load_coco_json(ann_file: str | Path) -> dict:
-    """Read a COCO instances file, checking that it is JSON with ``images``, ``annotations`` and ``categories`` lists."""
-    ann_file = Path(ann_file)
-    if not ann_file.is_file():
-        raise DataError(f"{ann_file}: annotation file not found; set data.root / the ann_file paths")
-    try:
-        data = json.loads(ann_file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DataError(f"{ann_file}: not a JSON file ({e}); expected a COCO instances file") from None
-    if not isinstance(data, dict):
-        raise DataError(f"{ann_file}: the JSON holds a {type(data).__name__}, expected a COCO object with keys {list(REQUIRED_KEYS)}")
-    missing = [k for k in REQUIRED_KEYS if k not in data]
-    if missing:
-        raise DataError(f"{ann_file}: missing key(s) {missing}; a COCO instances file needs {list(REQUIRED_KEYS)}")
-    bad = [k for k in REQUIRED_KEYS if not isinstance(data[k], list)]
-    if bad:
-        raise DataError(f"{ann_file}: {bad} must be lists")
-    return data
-
 
 # problems of an annotation that ``on_bad="warn"`` repairs instead of dropping it
 _CLIPPED = {"box outside the image"}
@@ -388,6 +364,13 @@ class CocoDataModule(TaskDataModule):
     def category_ids(self) -> list[int]:
         """The data set's category id of labels 1..K."""
         return [int(c) for c in self.label_to_cat_id[1:]]
+
+    def truth_of(self, sample: dict) -> dict:
+        t, names = sample["target"], self.class_names
+        labels = np.concatenate([t["labels"].numpy(), np.zeros(len(t["ignore_boxes"]), np.int64)])  # crowd: label 0
+        return {"boxes": np.concatenate([t["boxes"].numpy(), t["ignore_boxes"].numpy()]), "labels": labels,
+                "scores": np.ones(len(labels), np.float32), "names": [names[k - 1] if k else "crowd" for k in labels.tolist()],
+                "truth": True}
 
     @property
     def val_ground_truth(self) -> Path | dict:

@@ -1,13 +1,15 @@
-"""Checks of a COCO instances file for what corrupts metrics without a word (``check_integrity``)."""
+"""Reading a COCO instances file (``load_coco_json``) and checking it for what corrupts metrics without a word
+(``check_integrity``)."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 from .images import DataError
 
-__all__ = ["check_integrity"]
+__all__ = ["check_integrity", "load_coco_json"]
 
 
 def _ids(entries: list, key: str, what: str, ann_file: Path) -> list:
@@ -67,3 +69,26 @@ def check_integrity(data: dict, ann_file: Path, img_dir: Path) -> None:
                             f"{'' if real == str(img_dir / im['file_name']) else f', through a link to {real}'}); "
                             "list each image once")
         where[real] = im["id"]
+
+
+REQUIRED_KEYS = ("images", "annotations", "categories")
+
+
+def load_coco_json(ann_file: str | Path) -> dict:
+    """Read a COCO instances file, checking that it is JSON with ``images``, ``annotations`` and ``categories`` lists."""
+    ann_file = Path(ann_file)
+    if not ann_file.is_file():
+        raise DataError(f"{ann_file}: annotation file not found; set data.root / the ann_file paths")
+    try:
+        data = json.loads(ann_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(f"{ann_file}: not a JSON file ({e}); expected a COCO instances file") from None
+    if not isinstance(data, dict):
+        raise DataError(f"{ann_file}: the JSON holds a {type(data).__name__}, expected a COCO object with keys {list(REQUIRED_KEYS)}")
+    missing = [k for k in REQUIRED_KEYS if k not in data]
+    if missing:
+        raise DataError(f"{ann_file}: missing key(s) {missing}; a COCO instances file needs {list(REQUIRED_KEYS)}")
+    bad = [k for k in REQUIRED_KEYS if not isinstance(data[k], list)]
+    if bad:
+        raise DataError(f"{ann_file}: {bad} must be lists")
+    return data

@@ -74,6 +74,11 @@ class CocoMultiTaskDataModule(CocoDataModule):
         return CocoMultiTask(ann_file, img_dir, transform, cat_ids=cat_ids, on_bad=self.on_bad, box_tolerance=self.box_tolerance,
                              data=data)
 
+    def truth_of(self, sample: dict) -> dict:
+        mask = sample["mask"].numpy().copy()
+        mask[mask == 255] = 0
+        return {**super().truth_of(sample), "mask": mask}
+
     @property
     def seg_class_names(self) -> list[str]:
         """Segmentation classes: the background, then the categories in label order."""

@@ -103,6 +103,10 @@ class ImageFolderDataModule(TaskDataModule):
                 raise ValueError(f"data.image_size={self.image_size}, but data.{name} make {w}x{h} images; let the "
                                  "transforms follow it (size: ${data.image_size}) or set data.image_size to what they make")
 
+    def truth_of(self, sample: dict) -> dict:
+        k = int(sample["target"])
+        return {"topk": [(k, self.class_names[k], 1.0)]}
+
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is None and stage in (None, "fit"):
             self.train_set = self.checked(ImageFolderDataset(self.root / self.train_split, self.train_tf), str(self.root / self.train_split))

@@ -115,10 +115,10 @@ class TaskDataModule(L.LightningDataModule):
     val_set: Dataset | None = None
     skipped_samples: int = 0  # bad samples left out by the pre-flight check (data.on_bad=warn)
     config: dict | None = None  # the resolved data config that built this module (set by train); recorded with the model
-    CONTRACT = ("tasks", "num_classes", "class_names", "category_ids", "seg_class_names", "val_ann_file", "val_ground_truth",
+    CONTRACT = ("tasks", "collate_fn", "num_classes", "class_names", "category_ids", "seg_class_names", "val_ann_file", "val_ground_truth",
                 "label_to_cat_id",
                 "root", "image_size", "config", "train_set", "val_set", "skipped_samples", "input_spec",
-                "prepare_data", "setup", "train_dataloader", "val_dataloader", "test_dataloader")
+                "truth_of", "prepare_data", "setup", "train_dataloader", "val_dataloader", "test_dataloader")
 
     collate_fn: Callable | None = None  # a staticmethod in subclasses that batch other than torch's default
     eval_tf = None  # the validation pipeline (albumentations), built by the subclass
@@ -149,6 +149,11 @@ class TaskDataModule(L.LightningDataModule):
                 "class_names": list(names) if names is not None else None,
                 "category_ids": list(self.category_ids) if self.category_ids is not None else None,
                 "data": self.config}
+
+    def truth_of(self, sample: dict) -> dict:
+        """A sample's ground truth in the form of a frame result (``models/results.py``), for drawing it as predictions
+        are drawn (``mnv2-browse``, ``val_predictions.png``): each data module says how its targets read."""
+        raise NotImplementedError(f"{type(self).__name__} does not say how to draw its targets (truth_of)")
 
     def checked(self, dataset, what: str):
         """``dataset`` after the pre-flight check (``data/preflight.py``): every bad sample reported at once,

@@ -182,6 +182,11 @@ class SegmentationDataModule(TaskDataModule):
     def make_dataset(self, split: str, transform: A.Compose) -> Dataset:
         raise NotImplementedError
 
+    def truth_of(self, sample: dict) -> dict:
+        mask = sample["target"].numpy().copy()
+        mask[mask == IGNORE_INDEX] = 0  # ignored pixels drawn as background
+        return {"mask": mask}
+
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is None and stage in (None, "fit"):
             self.train_set = self.checked(self.make_dataset(self.train_split, self.train_tf), f"{self.root} ({self.train_split})")
