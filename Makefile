@@ -21,16 +21,20 @@ $(STAMP): pyproject.toml
 train: $(STAMP)
 	$(PY) train.py $(ARGS)
 
+# pytest-xdist: one worker per core (at most 4), one torch thread each; the tests that read one expensive shared run
+# go to one worker (tests/conftest.py), so it is made once. XDIST="-n 0" runs in one process.
+XDIST ?= -n auto --maxprocesses 4 --dist loadgroup
+
 # the fast suite (everything not marked slow)
 test: $(STAMP)
-	$(PY) -m pytest -q -m "not slow" $(ARGS)
+	$(PY) -m pytest -q -m "not slow" $(XDIST) $(ARGS)
 
 # the slow tests only (CI runs them after `make test`)
 test-slow: $(STAMP)
-	$(PY) -m pytest -q -m slow --durations=15 $(ARGS)
+	$(PY) -m pytest -q -m slow --durations=15 $(XDIST) $(ARGS)
 
 test-all: $(STAMP)
-	$(PY) -m pytest -q $(ARGS)
+	$(PY) -m pytest -q $(XDIST) $(ARGS)
 
 benchmark: $(STAMP)
 	$(PY) tools/benchmark.py $(ARGS)

@@ -64,9 +64,20 @@ class Predictor:
         model: path of the model file.
         device: ``"cpu"`` or ``"cuda"`` (PyTorch files; exported files run in their runtime on the CPU).
         threads: the runtime's threads (exported files).
+        conf, iou, classes, max_det: what is kept of each frame's detections (``predict_select.Selection``), checked
+            against the post-processing an exported file has baked in.
+        track: give every detection a track id stable from frame to frame (ByteTrack, ``tracking.py``); the frames
+            must then come in order, from one stream (``reset()`` starts another). Only tracked boxes are returned.
+        frame_rate: the stream's frames per second (how long a lost track is kept).
+        tracker: ``ByteTrack``'s settings (``track_high_thresh``, ``new_track_thresh``, ``track_buffer``, ...).
     """
 
-    def __init__(self, model: str | Path, device: str = "cpu", threads: int = 2) -> None:
+    def __init__(self, model: str | Path, device: str = "cpu", threads: int = 2, conf: float | None = None,
+                 iou: float | None = None, classes=None, max_det: int | None = None, track: bool = False,
+                 frame_rate: float = 30.0, tracker: dict | None = None) -> None:
+        from .predict_select import Selection
+
+        self.selection = Selection(conf, iou, list(classes) if classes is not None else None, max_det)
         path = Path(model)
         if not path.is_file():
             raise CheckpointError(f"{path}: model file not found; pass one of {', '.join(model_suffixes())}")
@@ -80,15 +91,16 @@ class Predictor:
 
             ort = open_model(path, threads)
             self.task, spec, self._run = ort.task, ort.input_spec, ort
+            baked = ort.meta
         elif path.suffix == ".ckpt":
             from .checkpoint import load_model
 
             net = load_model(path, self.device)
-            self.task, spec = net.task, net.input_spec
+            self.task, spec, baked = net.task, net.input_spec, {}  # post-processing in PyTorch: nothing baked in
             self._run = self._torch(net, bool(spec.get("channels_last")))
         elif path.suffix in WEIGHT_SUFFIXES:
             net, spec = _imagenet_classifier(path)
-            self.task, self._run = net.task, self._torch(net.to(self.device))
+            self.task, self._run, baked = net.task, self._torch(net.to(self.device)), {}
         else:
             raise CheckpointError(f"{path}: unknown model file type {path.suffix!r}; pass one of {', '.join(model_suffixes())}")
         self.input_spec = spec
@@ -96,6 +108,19 @@ class Predictor:
         self.category_ids: list[int] | None = spec.get("category_ids")
         self.preprocess = EvalPreprocess(spec)
         self.frame_result = frame_result_of(self.task)
+        from .predict_select import check_request
+
+        check_request(self.selection, baked, str(path))
+        self.tracker = None
+        if track:
+            from .tracking import ByteTrack
+
+            self.tracker = ByteTrack(**{"frame_rate": frame_rate, **(tracker or {})})
+
+    def reset(self) -> None:
+        """A new stream: the tracker forgets its tracks, ids start again at 1."""
+        if self.tracker is not None:
+            self.tracker.reset()
 
     def _torch(self, net: torch.nn.Module, channels_last: bool = False) -> Callable[[torch.Tensor], Any]:
         """``net`` on a batch, in the memory format evaluation ran in (the same kernels, so the same floats)."""
@@ -112,6 +137,23 @@ class Predictor:
         x = self.preprocess(frame).unsqueeze(0)  # (1, 3, h, w)
         return self.result(self._run(x), 0, tuple(x.shape[-2:]), frame.shape[:2])
 
+    def select(self, pred: dict) -> dict:
+        """``pred`` with what the caller keeps (``conf``, ``iou``, ``classes``, ``max_det``) and, when tracking, the
+        tracked boxes with their ``track_ids`` (the tracker sees the low-score boxes too, as ByteTrack needs)."""
+        from .predict_select import Selection, select, take
+
+        if "boxes" not in pred:
+            return pred
+        if self.tracker is None:
+            return select(pred, self.selection)
+        sel = self.selection
+        pool = select(pred, Selection(min(sel.conf if sel.conf is not None else 1.0, self.tracker.low), sel.iou, sel.classes,
+                                      sel.max_det))
+        ids = self.tracker.update(pool["boxes"], pool["scores"], pool["labels"])
+        pool["track_ids"] = ids
+        keep = np.flatnonzero((ids > 0) & (np.asarray(pool["scores"]) >= (sel.conf or 0.0)))
+        return take(pool, keep)
+
     def result(self, out: Any, i: int, input_hw, frame_hw) -> dict:
         """Image ``i`` of a batch's eval-mode outputs as this model's frame result (its network's declaration)."""
-        return {"task": self.task, **self.frame_result(out, i, input_hw, frame_hw, self.class_names, self.category_ids)}
+        return self.select({"task": self.task, **self.frame_result(out, i, input_hw, frame_hw, self.class_names, self.category_ids)})

@@ -62,6 +62,12 @@ def _video(source, name: str) -> Iterator[tuple[str, np.ndarray | Exception]]:
         raise InputError(f"{source}: cannot decode this video (a codec OpenCV lacks, or a broken file: re-encode it, "
                          "e.g. ffmpeg -i in.mkv -c:v libx264 out.mp4)")
 
+    class Frames:  # an iterator that knows its source's frame rate
+        fps = cap.get(cv2.CAP_PROP_FPS) or None
+
+        def __iter__(self):
+            return frames()
+
     def frames() -> Iterator[tuple[str, np.ndarray | Exception]]:
         try:
             i = 0
@@ -74,7 +80,7 @@ def _video(source, name: str) -> Iterator[tuple[str, np.ndarray | Exception]]:
         finally:
             cap.release()
 
-    return frames()
+    return Frames()
 
 
 def frame_sources(source: str) -> tuple[str, Iterator[tuple[str, np.ndarray | Exception]]]:
@@ -113,16 +119,21 @@ def latency_summary(ms: list[float]) -> str:
     if not ms:
         return "no frames"
     p50, p95 = np.percentile(ms, 50), np.percentile(ms, 95)
-    return f"{len(ms)} frames: p50 {p50:.1f} ms, p95 {p95:.1f} ms, {1000.0 / np.mean(ms):.1f} frames/s (pre- and post-processing included)"
+    return (f"{len(ms)} frames: p50 {p50:.1f} ms, p95 {p95:.1f} ms, {1000.0 / np.mean(ms):.1f} frames/s (pre- and post-processing "
+            "included; a stream's first, warm-up frame left out)")
 
 
-def json_records(name: str, pred: dict) -> list[dict] | dict:
-    """What ``predictions.json`` holds for one frame (detection: COCO result records)."""
+def json_records(name: str, pred: dict, size: tuple[int, int] | None = None, timestamp: float | None = None) -> list[dict] | dict:
+    """What ``predictions.json`` holds for one frame (detection: COCO result records, with the class name, the image
+    size ``[H, W]``, the track id when tracking and, for video, the frame's time in seconds)."""
     rec: dict = {}
+    frame = {**({"image_size": list(size)} if size else {}), **({"timestamp": round(timestamp, 6)} if timestamp is not None else {})}
     if "boxes" in pred:
         xywh = xyxy_to_xywh(pred["boxes"])  # evaluation's boxes (val_predictions.json), rounded to 1e-3 pixel
-        dets = [{"file_name": name, "category_id": int(c), "bbox": [round(float(v), 3) for v in b], "score": float(s)}
-                for b, s, c in zip(xywh, pred["scores"], pred["category_ids"])]
+        ids = pred.get("track_ids")
+        dets = [{"file_name": name, "category_id": int(c), "name": str(n), "bbox": [round(float(v), 3) for v in b],
+                 "score": float(s), **frame, **({"track_id": int(ids[k])} if ids is not None else {})}
+                for k, (b, s, c, n) in enumerate(zip(xywh, pred["scores"], pred["category_ids"], pred["names"]))]
         if not {"topk", "mask"} & set(pred):  # boxes alone: COCO result records, as val_predictions.json
             return dets
         rec["detections"] = dets
@@ -131,7 +142,31 @@ def json_records(name: str, pred: dict) -> list[dict] | dict:
     if "mask" in pred:
         classes, counts = np.unique(pred["mask"], return_counts=True)
         rec["pixels_per_class"] = {int(c): int(n) for c, n in zip(classes, counts)}
-    return {"file_name": name, **rec}
+    return {"file_name": name, **frame, **rec}
+
+
+def yolo_lines(pred: dict, size: tuple[int, int]) -> str:
+    """A frame's detections as Ultralytics' ``--save-txt`` writes them: ``class cx cy w h score [track id]`` normalised,
+    class = label - 1 (the background is not a YOLO class)."""
+    h, w = size
+    ids = pred.get("track_ids")
+    out = []
+    for k, (b, s, lab) in enumerate(zip(pred["boxes"], pred["scores"], pred["labels"])):
+        x0, y0, x1, y1 = (float(v) for v in b)
+        line = f"{int(lab) - 1} {(x0 + x1) / 2 / w:.6f} {(y0 + y1) / 2 / h:.6f} {(x1 - x0) / w:.6f} {(y1 - y0) / h:.6f} {float(s):.5f}"
+        out.append(line + (f" {int(ids[k])}" if ids is not None else ""))
+    return "".join(line + "\n" for line in out)
+
+
+CSV_FIELDS = ["file_name", "frame", "timestamp", "track_id", "class_id", "name", "score", "x0", "y0", "x1", "y1"]
+
+
+def csv_rows(name: str, index: int, timestamp: float | None, pred: dict) -> list[dict]:
+    ids = pred.get("track_ids")
+    return [{"file_name": name, "frame": index, "timestamp": "" if timestamp is None else round(timestamp, 6),
+             "track_id": int(ids[k]) if ids is not None else "", "class_id": int(c), "name": str(n), "score": round(float(s), 5),
+             **{f: round(float(v), 3) for f, v in zip(("x0", "y0", "x1", "y1"), b)}}
+            for k, (b, s, c, n) in enumerate(zip(pred["boxes"], pred["scores"], pred["category_ids"], pred["names"]))]
 
 
 def parser() -> argparse.ArgumentParser:
@@ -142,6 +177,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="PyTorch model files (ONNX: ONNX Runtime on the CPU)")
     p.add_argument("--threads", type=int, default=2, help="ONNX Runtime intra-op threads")
     p.add_argument("--score-threshold", type=float, default=0.3, help="detection: draw boxes scoring at least this")
+    sel = p.add_argument_group("detections kept (before anything is written; checked against an exported file's own)")
+    sel.add_argument("--conf", type=float, default=None, help="minimum score of a kept detection")
+    sel.add_argument("--iou", type=float, default=None, help="class-wise NMS at this IoU (stricter than the model's)")
+    sel.add_argument("--classes", nargs="+", default=None, help="class names or category ids to keep")
+    sel.add_argument("--max-det", type=int, default=None, help="at most this many detections per frame, best first")
+    sel.add_argument("--track", action="store_true", help="track objects (ByteTrack): a stable id per object, only tracked boxes kept")
+    sel.add_argument("--save-txt", action="store_true", help="labels/<name>.txt per frame: class cx cy w h score [id], normalised")
+    sel.add_argument("--save-csv", action="store_true", help="predictions.csv: one row per detection")
     p.add_argument("--json", action="store_true", help="also write predictions.json")
     p.add_argument("--no-draw", action="store_true", help="write no pictures (latency and JSON only)")
     bag = p.add_argument_group("ROS 2 bags (input: a rosbag2 folder; see mnv2_tasks/rosbag_io.py)")
@@ -187,40 +230,54 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         if _is_bag(Path(args.input)):  # the model is loaded only once the bag and topic are known to be good
-            return bag_main(args, lambda: Predictor(args.model, device=args.device, threads=args.threads))
+            return bag_main(args, lambda: Predictor(args.model, device=args.device, threads=args.threads, conf=args.conf,
+                                                    iou=args.iou, classes=args.classes, max_det=args.max_det, track=args.track))
         if args.out.exists() and not args.out.is_dir():
             raise InputError(f"--out {args.out}: a file, not a folder; --out names the folder the outputs go to")
-        predictor = Predictor(args.model, device=args.device, threads=args.threads)
         kind, frames = frame_sources(args.input)
+        fps = getattr(frames, "fps", None)
+        predictor = Predictor(args.model, device=args.device, threads=args.threads, conf=args.conf, iou=args.iou,
+                              classes=args.classes, max_det=args.max_det, track=args.track, frame_rate=fps or 30.0)
         args.out.mkdir(parents=True, exist_ok=True)
     except ONE_LINE_ERRORS as e:
         raise SystemExit(f"error: {e}") from None
     records: list = []
+    rows: list = []
     latency: list[float] = []
-    failed = 0
+    failed = done = 0
     writer = None
+    used: set[str] = set()
     from tqdm import tqdm
 
     try:
-        for name, frame in tqdm(frames, desc="predict", unit="frame", disable=not sys.stderr.isatty()):
+        for index, (name, frame) in enumerate(tqdm(frames, desc="predict", unit="frame", disable=not sys.stderr.isatty())):
             if isinstance(frame, Exception):
                 print(f"error: {frame}", file=sys.stderr)
                 failed += 1
                 continue
             t0 = time.perf_counter()
             pred = predictor(frame)
-            latency.append((time.perf_counter() - t0) * 1000)
-            rec = json_records(name, pred)
+            done += 1
+            if index > 0 or kind == "images":  # a stream's first frame pays the warm-up: not in the summary
+                latency.append((time.perf_counter() - t0) * 1000)
+            stamp = index / fps if kind == "video" and fps else None
+            rec = json_records(name, pred, frame.shape[:2], stamp)
             records += rec if isinstance(rec, list) else [rec]
+            stem = _unique_stem(name, kind, used)
+            if args.save_txt and "boxes" in pred:
+                (args.out / "labels").mkdir(exist_ok=True)
+                (args.out / "labels" / f"{stem}.txt").write_text(yolo_lines(pred, frame.shape[:2]))
+            if args.save_csv and "boxes" in pred:
+                rows += csv_rows(name, index, stamp, pred)
             if args.no_draw:
                 continue
             drawn = np.asarray(draw_prediction(frame, pred, args.score_threshold))
             if kind == "images":
                 from PIL import Image
 
-                Image.fromarray(drawn).save(args.out / f"{Path(name).stem}.pred.png")
+                Image.fromarray(drawn).save(args.out / f"{stem}.pred.png")
             else:
-                writer = writer or _video_writer(args.out / f"{name.split('#')[0]}.pred.mp4", drawn.shape)
+                writer = writer or _video_writer(args.out / f"{name.split('#')[0]}.pred.mp4", drawn.shape, fps)
                 writer.write(np.ascontiguousarray(drawn[:, :, ::-1]))
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -229,17 +286,47 @@ def main(argv: list[str] | None = None) -> int:
             writer.release()
     if args.json:
         (args.out / "predictions.json").write_text(json.dumps(records, indent=1))
-    print(f"written: {args.out}/ ({len(latency)} frames{', predictions.json' if args.json else ''})")
+    if args.save_csv:
+        import csv
+
+        with (args.out / "predictions.csv").open("w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+            w.writeheader()
+            w.writerows(rows)
+    print(f"written: {args.out}/ ({done} frames{', predictions.json' if args.json else ''})")
     print(f"latency: {latency_summary(latency)}")
     if kind == "images" and failed:
         print(f"error: {failed} input(s) could not be read (named above); the others were processed", file=sys.stderr)
     return 1 if failed else 0
 
 
-def _video_writer(path: Path, shape):
+def _unique_stem(name: str, kind: str, used: set[str]) -> str:
+    """The output name of a frame: its file's stem, with its suffix where another input has the stem (a.jpg, a.png);
+    a video frame: ``<video>_<index>``."""
+    p = Path(name.replace("#", "_")) if kind == "video" else Path(name)
+    stem = p.stem if kind == "images" else p.name
+    if stem in used:
+        stem = f"{p.stem}_{p.suffix.lstrip('.')}" if p.suffix else f"{stem}_{len(used)}"
+    used.add(stem)
+    return stem
+
+
+def _video_writer(path: Path, shape, fps: float | None):
+    """An MP4 at the source's frame rate (25 where the source says none): H.264 ('avc1', what browsers play) where the
+    installed OpenCV has an encoder for it, else MPEG-4 Part 2 ('mp4v'), with a note."""
     import cv2
 
-    return cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25, (shape[1], shape[0]))
+    size = (shape[1], shape[0])
+    rate = float(fps) if fps and fps > 0 else 25.0
+    for code in ("avc1", "mp4v"):
+        writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*code), rate, size)
+        if writer.isOpened():
+            if code != "avc1":
+                print(f"note: {path.name} is MPEG-4 Part 2 ('mp4v'): this OpenCV has no H.264 encoder, so browsers may not "
+                      "play it (re-encode: ffmpeg -i in.mp4 -c:v libx264 out.mp4)", file=sys.stderr)
+            return writer
+        writer.release()
+    raise InputError(f"{path}: OpenCV cannot write an MP4 here (no 'avc1' or 'mp4v' encoder)")
 
 
 if __name__ == "__main__":

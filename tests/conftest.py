@@ -117,4 +117,22 @@ def qat_all_targets(tmp_path_factory, shapes_root, tiny_detector) -> Run:
                       *qat_overrides(tiny_detector.last, "quant.targets=[all]"))
 
 
+# the expensive shared runs: under pytest-xdist (make test-slow runs 2 workers) the tests that read one run in one
+# worker, so it is trained once; the rest spread by load
+_SHARED_RUNS = ("qat_all_targets",)
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        for name in _SHARED_RUNS:
+            if name in getattr(item, "fixturenames", ()):
+                item.add_marker(pytest.mark.xdist_group(name))
+
+
+if os.environ.get("PYTEST_XDIST_WORKER"):  # one torch thread per worker: the workers share the cores
+    import torch
+
+    torch.set_num_threads(1)
+
 os.environ.setdefault("MNV2_TASKS_DATA", str(Path(os.environ.get("TMPDIR", "/tmp")) / "mnv2_tasks_test_data"))

@@ -120,9 +120,7 @@ def test_detection_nms_in_graph_returns_pytorch_postprocessing_boxes(shapes_root
         assert len(got) == n
         for r, g in zip(ref, got):
             assert len(g["boxes"]) == len(r["boxes"])
-            torch.testing.assert_close(g["boxes"], r["boxes"], atol=1e-3, rtol=1e-4)
-            torch.testing.assert_close(g["scores"], r["scores"], atol=1e-5, rtol=1e-4)
-            assert torch.equal(g["labels"], r["labels"])
+            _same_detections(g, r)
     # raw outputs for runtimes with their own NMS: decoded boxes and per-class scores
     raw = export_deploy(None, net, images[:2], tmp_path / "d.decoded.onnx", fmt="decoded")
     out = OrtModel(raw).run(images[:3])
@@ -131,7 +129,20 @@ def test_detection_nms_in_graph_returns_pytorch_postprocessing_boxes(shapes_root
     with torch.no_grad():
         ref = net(images[:3])
     for r, g in zip(ref, got):
-        torch.testing.assert_close(g["boxes"], r["boxes"], atol=1e-3, rtol=1e-4)
+        _same_detections(g, r)
+
+
+def _same_detections(got: dict, ref: dict, box_tol: float = 1e-3, score_tol: float = 1e-4) -> None:
+    """Every reference detection has its own counterpart (same label, box and score within tolerance). An untrained
+    network's scores have near-ties whose order any float difference (thread count, kernel) swaps, so the order is not
+    compared."""
+    free = list(range(len(got["boxes"])))
+    for box, score, label in zip(ref["boxes"], ref["scores"], ref["labels"]):
+        j = next((j for j in free if int(got["labels"][j]) == int(label) and abs(float(got["scores"][j]) - float(score)) <= score_tol
+                  and float((got["boxes"][j] - box).abs().max()) <= box_tol), None)
+        assert j is not None, f"no counterpart for {label} {score:.5f} {box.tolist()}"
+        free.remove(j)
+    assert not free
 
 
 def test_not_an_onnx_file_is_a_clear_error(tmp_path):
