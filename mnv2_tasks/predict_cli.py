@@ -183,6 +183,9 @@ def parser() -> argparse.ArgumentParser:
     sel.add_argument("--classes", nargs="+", default=None, help="class names or category ids to keep")
     sel.add_argument("--max-det", type=int, default=None, help="at most this many detections per frame, best first")
     sel.add_argument("--track", action="store_true", help="track objects (ByteTrack): a stable id per object, only tracked boxes kept")
+    sel.add_argument("--tracker", nargs="+", default=[], metavar="KEY=VALUE",
+                     help="ByteTrack settings: track_high_thresh=0.5 track_low_thresh=0.1 new_track_thresh=0.6 track_buffer=30 "
+                          "match_thresh=0.8 class_aware=1")
     sel.add_argument("--save-txt", action="store_true", help="labels/<name>.txt per frame: class cx cy w h score [id], normalised")
     sel.add_argument("--save-csv", action="store_true", help="predictions.csv: one row per detection")
     p.add_argument("--json", action="store_true", help="also write predictions.json")
@@ -231,13 +234,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if _is_bag(Path(args.input)):  # the model is loaded only once the bag and topic are known to be good
             return bag_main(args, lambda: Predictor(args.model, device=args.device, threads=args.threads, conf=args.conf,
-                                                    iou=args.iou, classes=args.classes, max_det=args.max_det, track=args.track))
+                                                    iou=args.iou, classes=args.classes, max_det=args.max_det, track=args.track,
+                                                    tracker=_tracker_args(args.tracker)))
         if args.out.exists() and not args.out.is_dir():
             raise InputError(f"--out {args.out}: a file, not a folder; --out names the folder the outputs go to")
         kind, frames = frame_sources(args.input)
         fps = getattr(frames, "fps", None)
         predictor = Predictor(args.model, device=args.device, threads=args.threads, conf=args.conf, iou=args.iou,
-                              classes=args.classes, max_det=args.max_det, track=args.track, frame_rate=fps or 30.0)
+                              classes=args.classes, max_det=args.max_det, track=args.track, frame_rate=fps or 30.0,
+                              tracker=_tracker_args(args.tracker))
         args.out.mkdir(parents=True, exist_ok=True)
     except ONE_LINE_ERRORS as e:
         raise SystemExit(f"error: {e}") from None
@@ -298,6 +303,20 @@ def main(argv: list[str] | None = None) -> int:
     if kind == "images" and failed:
         print(f"error: {failed} input(s) could not be read (named above); the others were processed", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _tracker_args(items: list[str]) -> dict:
+    """``--tracker key=value ...`` as ByteTrack's keyword arguments (numbers; ``class_aware`` 0/1)."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise InputError(f"--tracker {item}: expected key=value, e.g. track_high_thresh=0.4")
+        try:
+            out[key] = bool(int(value)) if key in ("class_aware", "fuse_score") else (int(value) if key == "track_buffer" else float(value))
+        except ValueError:
+            raise InputError(f"--tracker {item}: {value!r} is not a number") from None
+    return out
 
 
 def _unique_stem(name: str, kind: str, used: set[str]) -> str:

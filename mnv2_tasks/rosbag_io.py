@@ -151,13 +151,15 @@ class _Messages:
                                              orientation=t["geometry_msgs/msg/Quaternion"](x=0.0, y=0.0, z=0.0, w=1.0)),
             covariance=np.zeros(36, dtype=np.float64))
         dets = []
-        for (x0, y0, x1, y1), score, cat in zip(pred["boxes"][keep], pred["scores"][keep], pred["category_ids"][keep]):
+        ids = np.asarray(pred["track_ids"])[keep] if "track_ids" in pred else [None] * int(np.size(pred["scores"][keep]))
+        for (x0, y0, x1, y1), score, cat, tid in zip(pred["boxes"][keep], pred["scores"][keep], pred["category_ids"][keep], ids):
             hyp = t["vision_msgs/msg/ObjectHypothesisWithPose"](
                 hypothesis=t["vision_msgs/msg/ObjectHypothesis"](class_id=str(int(cat)), score=float(score)), pose=pose)
             center = t["vision_msgs/msg/Pose2D"](position=t["vision_msgs/msg/Point2D"](x=float(x0 + x1) / 2, y=float(y0 + y1) / 2),
                                                  theta=0.0)
             bbox = t["vision_msgs/msg/BoundingBox2D"](center=center, size_x=float(x1 - x0), size_y=float(y1 - y0))
-            dets.append(t["vision_msgs/msg/Detection2D"](header=self.header(f), results=[hyp], bbox=bbox, id=""))
+            dets.append(t["vision_msgs/msg/Detection2D"](header=self.header(f), results=[hyp], bbox=bbox,
+                                                         id="" if tid is None else str(int(tid))))  # the track id (--track)
         return t["vision_msgs/msg/Detection2DArray"](header=self.header(f), detections=dets)
 
     def mask(self, f: BagFrame, mask: np.ndarray):

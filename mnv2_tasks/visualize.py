@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from .data.shapes import VOC_PALETTE
 
@@ -27,21 +27,34 @@ def draw_classification(image: np.ndarray, probs: np.ndarray, names: list[str] |
     return im
 
 
+def _pen(im: Image.Image) -> tuple[int, ImageFont.ImageFont]:
+    """Line width and font for a frame: the small bitmap font and 2 px up to 480 px, then growing with the frame, so a
+    4000x3000 picture fitted to a screen still shows its boxes and labels."""
+    side = min(im.size)
+    if side < 480:
+        return 2, ImageFont.load_default()
+    return max(2, round(side / 320)), ImageFont.load_default(size=max(11, round(side / 45)))
+
+
 def draw_detections(image: np.ndarray, boxes: np.ndarray, scores: np.ndarray | None, labels: np.ndarray,
-                    names: list[str] | None = None, score_threshold: float = 0.3) -> Image.Image:
+                    names: list[str] | None = None, score_threshold: float = 0.3, track_ids=None) -> Image.Image:
     """Boxes (xyxy, image pixels) with ``label score`` captions (``scores=None``: ground truth, names only); labels
-    index ``names`` (0 = background)."""
+    index ``names`` (0 = background). With ``track_ids`` each box is captioned ``#id`` and coloured by its id."""
     im = Image.fromarray(image).convert("RGB")
     draw = ImageDraw.Draw(im)
-    for box, score, label in zip(boxes, scores if scores is not None else [None] * len(boxes), labels):
+    width, font = _pen(im)
+    ids = track_ids if track_ids is not None else [None] * len(boxes)
+    for box, score, label, tid in zip(boxes, scores if scores is not None else [None] * len(boxes), labels, ids):
         if score is not None and score < score_threshold:
             continue
-        colour = _BOX_COLOURS[int(label) % len(_BOX_COLOURS)]
+        colour = _BOX_COLOURS[int(tid if tid is not None else label) % len(_BOX_COLOURS)]
         x0, y0, x1, y1 = (float(v) for v in box)
-        draw.rectangle([x0, y0, x1, y1], outline=colour, width=2)
-        text = _name(names, int(label)) + (f" {score:.2f}" if score is not None else "")
-        draw.rectangle([x0, max(0, y0 - 11), x0 + 6 * len(text) + 4, max(11, y0)], fill=colour)
-        draw.text((x0 + 2, max(0, y0 - 11)), text, fill=(0, 0, 0))
+        draw.rectangle([x0, y0, x1, y1], outline=colour, width=width)
+        text = (f"#{int(tid)} " if tid is not None else "") + _name(names, int(label)) + (f" {score:.2f}" if score is not None else "")
+        l, t, r, b = draw.textbbox((0, 0), text, font=font)
+        h = b - t + 3
+        draw.rectangle([x0, max(0, y0 - h), x0 + (r - l) + 4, max(h, y0)], fill=colour)
+        draw.text((x0 + 2, max(0, y0 - h) - t + 1), text, fill=(0, 0, 0), font=font)
     return im
 
 
@@ -66,7 +79,7 @@ def draw_prediction(frame: np.ndarray, pred: dict, score_threshold: float = 0.3)
         if pred.get("truth"):  # ground truth (TaskDataModule.truth_of): names, no scores
             im = draw_detections(image, pred["boxes"], None, pred["labels"], names)
             return im if len(pred["boxes"]) else caption(im, "no object (a negative)", where="bottom")
-        im = draw_detections(image, pred["boxes"], pred["scores"], pred["labels"], names, score_threshold)
+        im = draw_detections(image, pred["boxes"], pred["scores"], pred["labels"], names, score_threshold, pred.get("track_ids"))
         if not (np.asarray(pred["scores"]) >= score_threshold).any():  # say it, rather than show a bare picture
             im = caption(im, f"no box >= {score_threshold:.2f}" + (f" (best {max(pred['scores']):.2f})" if len(pred["scores"]) else ""),
                          where="bottom")

@@ -114,3 +114,37 @@ def test_a_threshold_below_the_baked_one_is_refused():
     with pytest.raises(ValueError, match=r"--max-det 100 is more than the 50 boxes"):
         check_request(Selection(max_det=100), meta, "m.onnx")
     check_request(Selection(conf=0.5, max_det=10, iou=0.3), meta, "m.onnx")  # asking for less is fine
+
+
+def test_tracking_set_and_its_evaluation(tiny_detector, tmp_path):
+    """The embedded clips in MOTChallenge format, and a detector + tracker scored on them by motmetrics; ByteTrack fed
+    the ground truth itself switches no id (so the clips' ids and boxes agree with the metric's reading), and loses
+    only the first frame of the tracks that start after the first frame (a new track is confirmed by its second box)."""
+    import motmetrics as mm
+
+    from mnv2_tasks.data.shapes_video import ensure_track_set, read_mot_gt, read_seqinfo
+    from mnv2_tasks.track_eval import evaluate_tracking, iou_distance
+
+    root = ensure_track_set(tmp_path, num_clips=2, frames=12)
+    seqs = sorted(root.iterdir())
+    assert [s.name for s in seqs if s.is_dir()] == ["shapes-01", "shapes-02"]
+    info = read_seqinfo(root / "shapes-01")
+    assert info["fps"] == 10 and info["length"] == 12 and len(list((root / "shapes-01" / "img1").glob("*.jpg"))) == 12
+    gt = read_mot_gt(root / "shapes-01" / "gt" / "gt.txt")
+    assert len({i for rows in gt.values() for i, _ in rows}) >= 3
+    # the ground truth tracked by ByteTrack as if it were detections: every id kept
+    tracker, acc = ByteTrack(frame_rate=10), mm.MOTAccumulator(auto_id=False)
+    for f in range(1, 13):
+        rows = gt.get(f, [])
+        xywh = np.array([b for _, b in rows], float).reshape(-1, 4)
+        ids = tracker.update(np.c_[xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], np.full(len(rows), 0.9), np.zeros(len(rows), int))
+        kept = ids > 0  # the tracked boxes only, as the Predictor reports them
+        acc.update([i for i, _ in rows], ids[kept].tolist(), iou_distance(xywh, xywh[kept]), frameid=f)
+    got = mm.metrics.create().compute(acc, metrics=["idf1", "num_switches", "num_misses"], name="gt")
+    late = {i for f, rows in gt.items() if f > 1 for i, _ in rows} - {i for i, _ in gt.get(1, [])}
+    assert got["num_switches"]["gt"] == 0 and got["num_misses"]["gt"] <= len(late) and got["idf1"]["gt"] > 0.9
+    m = evaluate_tracking(tiny_detector.last, root, tracker={"track_high_thresh": 0.05, "new_track_thresh": 0.05,
+                                                             "track_low_thresh": 0.01})
+    assert set(m) == {"shapes-01", "shapes-02", "OVERALL", "timing"}
+    assert 0.0 <= m["OVERALL"]["idf1"] <= 1.0 and m["OVERALL"]["num_objects"] == sum(len(r) for r in gt.values()) + sum(
+        len(r) for r in read_mot_gt(root / "shapes-02" / "gt" / "gt.txt").values())

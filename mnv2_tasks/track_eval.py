@@ -1,0 +1,116 @@
+"""A detector + tracker on MOTChallenge-format sequences, scored with ``motmetrics`` (IDF1, MOTA, ID switches, ...),
+the way the field scores trackers. ``tools/track_eval.py`` is its command line.
+
+    python tools/track_eval.py outputs/detection/<run>/checkpoints/last.ckpt          # the embedded tracking clips
+    python tools/track_eval.py model.int8.onnx --seqs /data/MOT17/train --conf 0.3
+
+HOTA needs TrackEval, whose wheel requires ``opencv-python`` (this package uses ``opencv-python-headless``): not
+reported here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["evaluate_tracking", "iou_distance", "main"]
+
+METRICS = ["idf1", "idp", "idr", "mota", "motp", "num_switches", "num_fragmentations", "mostly_tracked", "mostly_lost",
+           "num_false_positives", "num_misses", "num_objects", "precision", "recall"]
+
+
+def iou_distance(gt_xywh: np.ndarray, hyp_xywh: np.ndarray, max_distance: float = 0.5) -> np.ndarray:
+    """motmetrics' ``distances.iou_matrix`` (``1 - IoU``, NaN beyond ``max_distance``: no match), which 1.4.0 cannot
+    run under NumPy 2 (``np.asfarray``)."""
+    from .tracking import box_iou
+
+    to_xyxy = lambda b: np.c_[b[:, :2], b[:, :2] + b[:, 2:]]  # noqa: E731
+    d = 1.0 - box_iou(to_xyxy(np.asarray(gt_xywh, np.float64).reshape(-1, 4)), to_xyxy(np.asarray(hyp_xywh, np.float64).reshape(-1, 4)))
+    d[d > max_distance] = np.nan
+    return d
+
+
+def evaluate_tracking(model: str | Path, seqs: str | Path, conf: float | None = None, tracker: dict | None = None,
+                      threads: int = 2, iou: float = 0.5) -> dict:
+    """Track every sequence under ``seqs`` (folders with ``seqinfo.ini``, ``img1/``, ``gt/gt.txt``) with ``model``;
+    returns the overall metrics (``OVERALL``) and each sequence's, plus the tracker's share of the frame time."""
+    import motmetrics as mm
+
+    from .data.images import read_rgb
+    from .data.shapes_video import read_mot_gt, read_seqinfo
+    from .predict import Predictor
+
+    seq_dirs = sorted(p for p in Path(seqs).iterdir() if (p / "seqinfo.ini").is_file())
+    if not seq_dirs:
+        raise FileNotFoundError(f"{seqs}: no MOTChallenge sequences (folders with seqinfo.ini, img1/, gt/gt.txt)")
+    accs, names = [], []
+    frame_ms, track_ms = [], []
+    from tqdm.auto import tqdm
+
+    for seq in tqdm(seq_dirs, desc="sequences", leave=False):
+        info = read_seqinfo(seq)
+        gt = read_mot_gt(seq / "gt" / "gt.txt")
+        predictor = Predictor(model, threads=threads, conf=conf, track=True, frame_rate=info["fps"], tracker=tracker)
+        acc = mm.MOTAccumulator(auto_id=False)
+        frames = sorted((seq / info["im_dir"]).glob(f"*{info['ext']}"))
+        for k, f in enumerate(frames, 1):
+            frame = read_rgb(f)
+            t0 = time.perf_counter()
+            x = predictor.preprocess(frame).unsqueeze(0)
+            raw = predictor._run(x)
+            t1 = time.perf_counter()
+            pred = predictor.result(raw, 0, tuple(x.shape[-2:]), frame.shape[:2])
+            t2 = time.perf_counter()
+            if k > 1:
+                frame_ms.append((t2 - t0) * 1000)
+                track_ms.append((t2 - t1) * 1000)
+            hyp = np.asarray(pred["boxes"], np.float64).reshape(-1, 4)
+            hyp_xywh = np.c_[hyp[:, :2], hyp[:, 2:] - hyp[:, :2]]
+            rows = gt.get(k, [])
+            gt_xywh = np.array([b for _, b in rows], np.float64).reshape(-1, 4)
+            dist = iou_distance(gt_xywh, hyp_xywh, 1 - iou)
+            acc.update([i for i, _ in rows], [int(i) for i in pred["track_ids"]], dist, frameid=k)
+        accs.append(acc)
+        names.append(info["name"])
+    mh = mm.metrics.create()
+    summary = mh.compute_many(accs, metrics=METRICS, names=names, generate_overall=True)
+    out = {name: {m: float(summary.loc[name, m]) for m in METRICS} for name in summary.index}
+    out["timing"] = {"frame_ms_p50": float(np.median(frame_ms)), "postprocess_and_track_ms_p50": float(np.median(track_ms)),
+                     "frames": len(frame_ms)}
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="track_eval", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model", help="a detector or multi-task model file (.ckpt, .onnx, .xml, .pte)")
+    p.add_argument("--seqs", default=None, help="a folder of MOTChallenge sequences (default: the embedded tracking clips)")
+    p.add_argument("--conf", type=float, default=None, help="minimum score of a reported box")
+    p.add_argument("--track-high", type=float, default=None, help="ByteTrack's first-association threshold")
+    p.add_argument("--new-track", type=float, default=None, help="ByteTrack's threshold to start a track")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out", type=Path, default=None, help="write the metrics as JSON here")
+    a = p.parse_args(argv)
+    if a.seqs is None:
+        from .data.shapes import default_data_dir
+        from .data.shapes_video import ensure_track_set
+
+        a.seqs = ensure_track_set(default_data_dir())
+    tracker = {k: v for k, v in (("track_high_thresh", a.track_high), ("new_track_thresh", a.new_track)) if v is not None}
+    m = evaluate_tracking(a.model, a.seqs, a.conf, tracker or None, a.threads)
+    o = m["OVERALL"]
+    print(f"{a.seqs}: IDF1 {o['idf1']:.3f}  MOTA {o['mota']:.3f}  ID switches {int(o['num_switches'])}  "
+          f"recall {o['recall']:.3f}  precision {o['precision']:.3f}  MT {int(o['mostly_tracked'])}  ML {int(o['mostly_lost'])}")
+    t = m["timing"]
+    print(f"per frame p50 {t['frame_ms_p50']:.2f} ms, of which post-processing + tracking {t['postprocess_and_track_ms_p50']:.2f} ms")
+    if a.out:
+        a.out.write_text(json.dumps(m, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
