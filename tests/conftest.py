@@ -117,19 +117,8 @@ def qat_all_targets(tmp_path_factory, shapes_root, tiny_detector) -> Run:
                       *qat_overrides(tiny_detector.last, "quant.targets=[all]"))
 
 
-# the expensive shared runs: under pytest-xdist (make test-slow runs 2 workers) the tests that read one run in one
-# worker, so it is trained once; the rest spread by load
-_SHARED_RUNS = ("qat_all_targets",)
-
-
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        for name in _SHARED_RUNS:
-            if name in getattr(item, "fixturenames", ()):
-                item.add_marker(pytest.mark.xdist_group(name))
-
-
+# under pytest-xdist (make test / test-slow) the tests that read qat_all_targets carry @pytest.mark.xdist_group("qat_all_targets"):
+# they run in one worker, so the run is made once
 if os.environ.get("PYTEST_XDIST_WORKER"):  # one torch thread per worker: the workers share the cores
     import torch
 

@@ -147,6 +147,7 @@ def test_open_model_refuses_an_unknown_suffix(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("qat_all_targets")  # one worker makes the shared QAT run once
 def test_executorch_files_match_pytorch(shapes_root, tiny_detector, qat_all_targets):
     """The every-target QAT run's fp32 and int8 (s8sym) detector .pte files, in ExecuTorch's NMS-free format, against
     PyTorch at batch 1 and 3 (dynamic batch): the float network, and the converted int8 graph."""
@@ -190,6 +191,7 @@ def _matched(got: list[dict], ref: list[dict], iou: float = 0.99, score_tol: flo
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("qat_all_targets")  # one worker makes the shared QAT run once
 def test_qat_with_every_target_writes_and_evaluates_each_in_its_runtime(qat_all_targets, tiny_detector, make_cfg, shapes_root,
                                                                        tmp_path):
     from mnv2_tasks import load_model

@@ -194,3 +194,30 @@ def test_predictor_benchmark_times_the_call_and_each_of_its_steps(classifier_fil
                                     "alone: mapping back to the frame"]
     assert all(0 < float(p50) <= float(p99) for _, p50, p99 in rows)
     assert re.search(r"API overhead: -?[0-9.]+ ms = -?[0-9.]+% of the model's time; the Predictor's steps alone: [0-9.]+ ms", text)
+
+
+def test_an_export_check_of_two_empty_outputs_fails():
+    """Two files that both find nothing agree whatever they compute: the check must say nothing was compared."""
+    from mnv2_tasks.quant.parity import check_failures, compare_outputs
+
+    class Empty(torch.nn.Module):
+        def forward(self, x):
+            n = x.shape[0]
+            return torch.zeros(n, 5, 4), torch.zeros(n, 5), torch.zeros(n, 5, dtype=torch.int64), torch.zeros(n, dtype=torch.int64)
+
+    class File:
+        output_names = ["boxes", "scores", "labels", "num_detections"]
+
+        def __init__(self, found: int) -> None:
+            self.found = found
+
+        def run(self, images):
+            outs = [o.numpy() for o in Empty()(images)]
+            outs[3][:] = self.found
+            return dict(zip(self.output_names, outs))
+
+    images = torch.zeros(2, 3, 8, 8)
+    assert compare_outputs(Empty(), File(0), images)["empty"]
+    fails = check_failures("m.int8.onnx", {"batch 2": compare_outputs(Empty(), File(0), images)})
+    assert len(fails) == 1 and "nothing was compared" in fails[0] and "m.int8.onnx" in fails[0]
+    assert not check_failures("m.int8.onnx", {"batch 2": compare_outputs(Empty(), File(1), images)})

@@ -156,6 +156,7 @@ def test_bad_model_files_and_inputs_are_one_line_errors(tiny_classifier, shapes_
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("qat_all_targets")  # one worker makes the shared QAT run once
 def test_int8_onnx_predictions_score_the_runs_onnx_int8_map(qat_all_targets, shapes_root, tmp_path):
     # the QAT run's int8 files are evaluated one image per batch, as the predictor runs them (see the test above)
     metrics = qat_all_targets.metrics

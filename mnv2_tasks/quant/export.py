@@ -25,7 +25,7 @@ from .deploy import DeployModule
 from .model_file import file_bytes
 from .runners import open_model
 from .onnx_export import OPSET
-from .parity import compare_outputs, format_report
+from .parity import check_failures, compare_outputs, format_report
 from .pt2e import convert, prepare
 from .ptq import calibration_batches, ptq_convert
 from .targets import TargetError, check_targets, scheme_for, targets_metadata, write_targets
@@ -169,6 +169,9 @@ def export_checkpoint(
                       f"input {list(example.shape[1:])})")
             for name, rep in checks.items():
                 report_to(format_report(f"{model.target.display} vs {what}, {name}", rep))
+            failures = check_failures(path, checks)
+            if failures:
+                raise ValueError("export check FAILED: " + "; ".join(failures))
             report["files"][f"{target}_{p}"] = {"path": str(path), "bytes": size, "runtime": model.target.display, "checks": checks}
     return report
 

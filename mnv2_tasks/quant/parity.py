@@ -8,7 +8,7 @@ from torch import nn
 
 from .model_file import ExportedModel
 
-__all__ = ["compare_outputs", "format_report"]
+__all__ = ["compare_outputs", "format_report", "check_failures"]
 
 
 def _as_tuple(out) -> tuple:
@@ -24,7 +24,8 @@ def compare_outputs(reference: nn.Module, ort_model: ExportedModel, images: torc
     Returns, per output name: ``max_abs`` / ``mean_abs`` difference and the reference's ``scale``
     (max |value|) for float outputs, ``equal`` fraction for integer outputs, and where the output
     is a score map: ``argmax_agree`` (classes / pixels that get the same argmax). Detection
-    (``num_detections``): ``same_count`` fraction of images with as many detections.
+    (``num_detections``): ``same_count`` fraction of images with as many detections, and ``empty`` when neither side
+    found a detection in any image: then nothing was compared, and the check must not pass (``check_failures``).
     """
     ref = [t.detach().cpu().numpy() for t in _as_tuple(reference(images))]
     got = ort_model.run(images)
@@ -43,7 +44,18 @@ def compare_outputs(reference: nn.Module, ort_model: ExportedModel, images: torc
         else:
             entry["equal"] = float((g == r).mean()) if r.size else 1.0
         report[name] = entry
+    if "num_detections" in ort_model.output_names:
+        k = ort_model.output_names.index("num_detections")
+        report["empty"] = bool(np.asarray(ref[k]).sum() == 0 and np.asarray(got["num_detections"]).sum() == 0)
     return report
+
+
+def check_failures(path, checks: dict[str, dict]) -> list[str]:
+    """What makes an export's check fail outright: a check of detections where both sides found none (two empty
+    outputs agree whatever the file computes)."""
+    return [f"{path}: {name}: neither PyTorch nor the file found a detection in any check image, so nothing was compared; "
+            "check on other images (--check-images) or with the eval post-processing (--postprocess eval)"
+            for name, rep in checks.items() if rep.get("empty")]
 
 
 def format_report(title: str, report: dict) -> str:
