@@ -112,6 +112,7 @@ class Predictor:
 
         check_request(self.selection, baked, str(path))
         self.tracker = None
+        self._track_ms, self.last_timing = 0.0, {}
         if track:
             from .tracking import ByteTrack
 
@@ -133,9 +134,21 @@ class Predictor:
         return run
 
     def __call__(self, frame: np.ndarray) -> dict:
-        """Predictions for one (H, W, 3) uint8 RGB frame, in the frame's pixels (see the module docstring)."""
+        """Predictions for one (H, W, 3) uint8 RGB frame, in the frame's pixels (see the module docstring). The time of
+        each stage is left in ``last_timing`` (ms: ``preprocess``, ``model``, ``postprocess``, ``tracking``)."""
+        import time
+
+        t0 = time.perf_counter()
         x = self.preprocess(frame).unsqueeze(0)  # (1, 3, h, w)
-        return self.result(self._run(x), 0, tuple(x.shape[-2:]), frame.shape[:2])
+        t1 = time.perf_counter()
+        out = self._run(x)
+        t2 = time.perf_counter()
+        self._track_ms = 0.0
+        pred = self.result(out, 0, tuple(x.shape[-2:]), frame.shape[:2])
+        t3 = time.perf_counter()
+        self.last_timing = {"preprocess": (t1 - t0) * 1e3, "model": (t2 - t1) * 1e3,
+                            "postprocess": (t3 - t2) * 1e3 - self._track_ms, "tracking": self._track_ms}
+        return pred
 
     def select(self, pred: dict) -> dict:
         """``pred`` with what the caller keeps (``conf``, ``iou``, ``classes``, ``max_det``) and, when tracking, the
@@ -149,7 +162,11 @@ class Predictor:
         sel = self.selection
         pool = select(pred, Selection(min(sel.conf if sel.conf is not None else 1.0, self.tracker.low), sel.iou, sel.classes,
                                       sel.max_det))
+        import time
+
+        t = time.perf_counter()
         ids = self.tracker.update(pool["boxes"], pool["scores"], pool["labels"])
+        self._track_ms = (time.perf_counter() - t) * 1e3
         pool["track_ids"] = ids
         keep = np.flatnonzero((ids > 0) & (np.asarray(pool["scores"]) >= (sel.conf or 0.0)))
         return take(pool, keep)

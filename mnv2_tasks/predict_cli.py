@@ -115,12 +115,20 @@ def frame_sources(source: str) -> tuple[str, Iterator[tuple[str, np.ndarray | Ex
     return "images", images()
 
 
-def latency_summary(ms: list[float]) -> str:
+def latency_summary(ms: list[float], stages: dict[str, list[float]] | None = None) -> str:
+    """The per-frame time (model call with its pre- and post-processing), p50 / p95, frames per second, and each stage
+    of the whole pipeline (decode, pre-processing, model, post-processing, tracking, writing) at p50 / p99."""
     if not ms:
         return "no frames"
     p50, p95 = np.percentile(ms, 50), np.percentile(ms, 95)
-    return (f"{len(ms)} frames: p50 {p50:.1f} ms, p95 {p95:.1f} ms, {1000.0 / np.mean(ms):.1f} frames/s (pre- and post-processing "
+    text = (f"{len(ms)} frames: p50 {p50:.1f} ms, p95 {p95:.1f} ms, {1000.0 / np.mean(ms):.1f} frames/s (pre- and post-processing "
             "included; a stream's first, warm-up frame left out)")
+    if stages:
+        total = np.sum([np.asarray(v) for v in stages.values()], axis=0)
+        parts = ", ".join(f"{k} {np.percentile(v, 50):.2f}/{np.percentile(v, 99):.2f}" for k, v in stages.items())
+        text += (f"\npipeline per frame, ms p50/p99: {parts}; whole {np.percentile(total, 50):.1f}/{np.percentile(total, 99):.1f} "
+                 f"= {1000.0 / max(np.mean(total), 1e-9):.1f} frames/s")
+    return text
 
 
 def json_records(name: str, pred: dict, size: tuple[int, int] | None = None, timestamp: float | None = None) -> list[dict] | dict:
@@ -252,10 +260,22 @@ def main(argv: list[str] | None = None) -> int:
     failed = done = 0
     writer = None
     used: set[str] = set()
+    stages: dict[str, list[float]] = {k: [] for k in ("decode", "preprocess", "model", "postprocess", "tracking", "writing")}
     from tqdm import tqdm
 
+    def timed(it):  # the time to decode each frame (the source's own iterator does it)
+        it = iter(it)
+        while True:
+            t = time.perf_counter()
+            try:
+                item = next(it)
+            except StopIteration:
+                return
+            timed.ms = (time.perf_counter() - t) * 1000
+            yield item
+
     try:
-        for index, (name, frame) in enumerate(tqdm(frames, desc="predict", unit="frame", disable=not sys.stderr.isatty())):
+        for index, (name, frame) in enumerate(tqdm(timed(frames), desc="predict", unit="frame", disable=not sys.stderr.isatty())):
             if isinstance(frame, Exception):
                 print(f"error: {frame}", file=sys.stderr)
                 failed += 1
@@ -263,8 +283,13 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             pred = predictor(frame)
             done += 1
-            if index > 0 or kind == "images":  # a stream's first frame pays the warm-up: not in the summary
+            warm = index > 0 or kind == "images"  # a stream's first frame pays the warm-up: not in the summary
+            if warm:
                 latency.append((time.perf_counter() - t0) * 1000)
+                stages["decode"].append(timed.ms)
+                for k, v in predictor.last_timing.items():
+                    stages[k].append(v)
+            t_write = time.perf_counter()
             stamp = index / fps if kind == "video" and fps else None
             rec = json_records(name, pred, frame.shape[:2], stamp)
             records += rec if isinstance(rec, list) else [rec]
@@ -274,16 +299,17 @@ def main(argv: list[str] | None = None) -> int:
                 (args.out / "labels" / f"{stem}.txt").write_text(yolo_lines(pred, frame.shape[:2]))
             if args.save_csv and "boxes" in pred:
                 rows += csv_rows(name, index, stamp, pred)
-            if args.no_draw:
-                continue
-            drawn = np.asarray(draw_prediction(frame, pred, args.score_threshold))
-            if kind == "images":
-                from PIL import Image
+            if not args.no_draw:
+                drawn = np.asarray(draw_prediction(frame, pred, args.score_threshold))
+                if kind == "images":
+                    from PIL import Image
 
-                Image.fromarray(drawn).save(args.out / f"{stem}.pred.png")
-            else:
-                writer = writer or _video_writer(args.out / f"{name.split('#')[0]}.pred.mp4", drawn.shape, fps)
-                writer.write(np.ascontiguousarray(drawn[:, :, ::-1]))
+                    Image.fromarray(drawn).save(args.out / f"{stem}.pred.png")
+                else:
+                    writer = writer or _video_writer(args.out / f"{name.split('#')[0]}.pred.mp4", drawn.shape, fps)
+                    writer.write(np.ascontiguousarray(drawn[:, :, ::-1]))
+            if warm:
+                stages["writing"].append((time.perf_counter() - t_write) * 1000)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
     finally:
@@ -299,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
             w.writeheader()
             w.writerows(rows)
     print(f"written: {args.out}/ ({done} frames{', predictions.json' if args.json else ''})")
-    print(f"latency: {latency_summary(latency)}")
+    print(f"latency: {latency_summary(latency, {k: v for k, v in stages.items() if len(v) == len(latency)})}")
     if kind == "images" and failed:
         print(f"error: {failed} input(s) could not be read (named above); the others were processed", file=sys.stderr)
     return 1 if failed else 0

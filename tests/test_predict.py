@@ -126,6 +126,7 @@ def test_video_file_goes_through_the_stream_path(tiny_classifier, shapes_root, t
     assert predict_main([str(tiny_classifier.last), str(tmp_path / "clip.mp4"), "--out", str(tmp_path / "p")]) == 0
     out = capsys.readouterr().out
     assert "(5 frames" in out and "4 frames: p50" in out and "frames/s" in out  # the warm-up frame left out of the summary
+    assert all(f"{stage} " in out for stage in ("decode", "preprocess", "model", "postprocess", "tracking", "writing"))
     cap = cv2.VideoCapture(str(tmp_path / "p" / "clip.pred.mp4"))
     assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 5 and cap.get(cv2.CAP_PROP_FPS) == pytest.approx(5.0)  # the source's rate
 
