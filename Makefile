@@ -21,9 +21,10 @@ $(STAMP): pyproject.toml
 train: $(STAMP)
 	$(PY) train.py $(ARGS)
 
-# pytest-xdist: one worker per core (at most 4), one torch thread each; the tests that read one expensive shared run
-# go to one worker (tests/conftest.py), so it is made once. XDIST="-n 0" runs in one process.
-XDIST ?= -n auto --maxprocesses 4 --dist loadgroup
+# pytest-xdist: one worker per core (at most 4), one torch thread each; a test file runs in one worker, so a shared run
+# its tests read is made once (--dist loadgroup would be finer, but xdist 3.8 cannot group under pytest 9.2: it sets
+# item._nodeid, which pytest 9.2's nodeid no longer reads). XDIST="-n 0" runs in one process.
+XDIST ?= -n auto --maxprocesses 4 --dist loadfile
 
 # the fast suite (everything not marked slow)
 test: $(STAMP)

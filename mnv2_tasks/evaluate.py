@@ -49,7 +49,7 @@ def _recorded(path: Path) -> tuple[str | None, dict | None, dict | None]:
         from .quant.runners import open_model
 
         record = open_model(path).record
-        return record.get("task"), None, (record.get("input") or {}).get("data")
+        return record.get("task"), record.get("net") or None, (record.get("input") or {}).get("data")
     return None, None, None
 
 

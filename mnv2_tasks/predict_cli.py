@@ -198,9 +198,12 @@ def parser() -> argparse.ArgumentParser:
     sel.add_argument("--save-csv", action="store_true", help="predictions.csv: one row per detection")
     p.add_argument("--json", action="store_true", help="also write predictions.json")
     p.add_argument("--no-draw", action="store_true", help="write no pictures (latency and JSON only)")
+    p.add_argument("--show", action="store_true", help="also show each drawn frame in a window (needs a display and an "
+                                                       "OpenCV with GUI support; q quits)")
     bag = p.add_argument_group("ROS 2 bags (input: a rosbag2 folder; see mnv2_tasks/rosbag_io.py)")
     bag.add_argument("--topic", help="the image topic to read (sensor_msgs Image or CompressedImage)")
     bag.add_argument("--list-topics", action="store_true", help="print the bag's image topics, types and message counts")
+    bag.add_argument("--annotated", action="store_true", help="also write the drawn frames (JPEG) on /mnv2/annotated/compressed")
     bag.add_argument("--rate", type=float, default=None, help="frames per second needed: count the frames that miss 1/rate")
     return p
 
@@ -222,7 +225,8 @@ def bag_main(args, predictor_factory) -> int:
         if not args.topic:
             topics = ", ".join(t for t, _, _ in list_image_topics(args.input)) or "none"
             raise BagError(f"{args.input}: a bag needs --topic (its image topics: {topics})")
-        summary = predict_bag(predictor_factory(), args.input, args.topic, args.out, args.score_threshold, args.rate)
+        summary = predict_bag(predictor_factory(), args.input, args.topic, args.out, args.score_threshold, args.rate,
+                              annotated=args.annotated)
     except (BagError, *ONE_LINE_ERRORS) as e:
         raise SystemExit(f"error: {e}") from None
     lat = summary["latency_ms"]
@@ -246,6 +250,8 @@ def main(argv: list[str] | None = None) -> int:
                                                     tracker=_tracker_args(args.tracker)))
         if args.out.exists() and not args.out.is_dir():
             raise InputError(f"--out {args.out}: a file, not a folder; --out names the folder the outputs go to")
+        if args.show:
+            _open_window()
         kind, frames = frame_sources(args.input)
         fps = getattr(frames, "fps", None)
         predictor = Predictor(args.model, device=args.device, threads=args.threads, conf=args.conf, iou=args.iou,
@@ -299,8 +305,15 @@ def main(argv: list[str] | None = None) -> int:
                 (args.out / "labels" / f"{stem}.txt").write_text(yolo_lines(pred, frame.shape[:2]))
             if args.save_csv and "boxes" in pred:
                 rows += csv_rows(name, index, stamp, pred)
-            if not args.no_draw:
+            if not args.no_draw or args.show:
                 drawn = np.asarray(draw_prediction(frame, pred, args.score_threshold))
+            if args.show:
+                import cv2
+
+                cv2.imshow("mnv2-predict", np.ascontiguousarray(drawn[:, :, ::-1]))
+                if cv2.waitKey(1) & 0xFF == ord("q"):
+                    break
+            if not args.no_draw:
                 if kind == "images":
                     from PIL import Image
 
@@ -329,6 +342,21 @@ def main(argv: list[str] | None = None) -> int:
     if kind == "images" and failed:
         print(f"error: {failed} input(s) could not be read (named above); the others were processed", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _open_window() -> None:
+    """``--show``: a window, or a one-line error saying why there is none."""
+    import os
+
+    import cv2
+
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        raise InputError("--show: no display here (DISPLAY is not set); drop --show and open the written pictures or video")
+    try:
+        cv2.namedWindow("mnv2-predict", cv2.WINDOW_NORMAL)
+    except cv2.error:
+        raise InputError("--show: this OpenCV has no window support (opencv-python-headless); drop --show and open the "
+                         "written pictures or video, or install opencv-python in its place") from None
 
 
 def _tracker_args(items: list[str]) -> dict:

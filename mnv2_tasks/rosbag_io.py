@@ -11,7 +11,9 @@ storage with the message definitions embedded (Foxglove and ``ros2 bag play`` re
   set's category id as a string, score, box centre and size in the image's pixels);
 - segmentation: a mono8 ``sensor_msgs/msg/Image`` of class ids on ``/mnv2/segmentation``;
 - classification: ``vision_msgs/msg/Classification`` on ``/mnv2/classification`` (top 5, by class name);
-- multi-task models: both the detection and the segmentation topic.
+- multi-task models: both the detection and the segmentation topic;
+- with ``annotated=True`` (``--annotated``): the frame with its predictions drawn (boxes, ids, masks, classes) as a
+  JPEG ``sensor_msgs/msg/CompressedImage`` on ``/mnv2/annotated/compressed``, to look at in Foxglove beside the input.
 
 Every output message's header copies the input's stamp and frame_id, and is logged at the input's
 log time, so the two bags play back in sync. Library: ``rosbags`` (pure Python, no ROS install,
@@ -33,6 +35,7 @@ __all__ = ["BagError", "BagFrame", "list_image_topics", "read_frames", "predict_
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 DETECTIONS_TOPIC, SEGMENTATION_TOPIC, CLASSIFICATION_TOPIC = "/mnv2/detections", "/mnv2/segmentation", "/mnv2/classification"
+ANNOTATED_TOPIC = "/mnv2/annotated/compressed"
 
 VISION_MSGS = {  # vision_msgs 4.x message definitions (ROS 2 Humble and Jazzy)
     "vision_msgs/msg/Point2D": "float64 x\nfloat64 y\n",
@@ -167,13 +170,22 @@ class _Messages:
         return self.t["sensor_msgs/msg/Image"](header=self.header(f), height=h, width=w, encoding="mono8", is_bigendian=0,
                                                step=w, data=np.ascontiguousarray(mask, dtype=np.uint8).reshape(-1))
 
+    def annotated(self, f: BagFrame, pred: dict, score_threshold: float):
+        import cv2
+
+        from .visualize import draw_prediction
+
+        drawn = np.asarray(draw_prediction(f.frame, pred, score_threshold))
+        ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(drawn[:, :, ::-1]), [cv2.IMWRITE_JPEG_QUALITY, 90])
+        return self.t["sensor_msgs/msg/CompressedImage"](header=self.header(f), format="jpeg", data=buf.reshape(-1))
+
     def classification(self, f: BagFrame, pred: dict):
         hyps = [self.t["vision_msgs/msg/ObjectHypothesis"](class_id=name, score=float(score)) for _, name, score in pred["topk"]]
         return self.t["vision_msgs/msg/Classification"](header=self.header(f), results=hyps)
 
 
 def predict_bag(predictor: Callable[[np.ndarray], dict], bag: str | Path, topic: str, out: str | Path,
-                score_threshold: float | None = None, rate: float | None = None) -> dict:
+                score_threshold: float | None = None, rate: float | None = None, annotated: bool = False) -> dict:
     """Run ``predictor`` on every frame of ``topic`` and write its messages into a new MCAP bag at ``out``.
 
     ``score_threshold``: detections below it are not written. ``rate``: frames per second the robot
@@ -209,6 +221,9 @@ def predict_bag(predictor: Callable[[np.ndarray], dict], bag: str | Path, topic:
                 write(SEGMENTATION_TOPIC, "sensor_msgs/msg/Image", build.mask(f, pred["mask"]), f.log_time)
             if "topk" in pred:
                 write(CLASSIFICATION_TOPIC, "vision_msgs/msg/Classification", build.classification(f, pred), f.log_time)
+            if annotated:
+                write(ANNOTATED_TOPIC, IMAGE_TYPES[1], build.annotated(f, pred, score_threshold if score_threshold is not None else 0.3),
+                      f.log_time)
     ms = np.asarray(latency) if latency else np.zeros(1)
     summary = {"frames": len(latency), "topics": sorted(conns),
                "latency_ms": {"p50": float(np.percentile(ms, 50)), "p95": float(np.percentile(ms, 95)), "max": float(ms.max())}}

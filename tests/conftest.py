@@ -117,8 +117,8 @@ def qat_all_targets(tmp_path_factory, shapes_root, tiny_detector) -> Run:
                       *qat_overrides(tiny_detector.last, "quant.targets=[all]"))
 
 
-# under pytest-xdist (make test / test-slow) the tests that read qat_all_targets carry @pytest.mark.xdist_group("qat_all_targets"):
-# they run in one worker, so the run is made once
+# under pytest-xdist (make test / test-slow: --dist loadfile) a test file runs in one worker: the tests that read
+# qat_all_targets all live in test_deploy_targets.py, so the run is made once
 if os.environ.get("PYTEST_XDIST_WORKER"):  # one torch thread per worker: the workers share the cores
     import torch
 

@@ -147,7 +147,6 @@ def test_open_model_refuses_an_unknown_suffix(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("qat_all_targets")  # one worker makes the shared QAT run once
 def test_executorch_files_match_pytorch(shapes_root, tiny_detector, qat_all_targets):
     """The every-target QAT run's fp32 and int8 (s8sym) detector .pte files, in ExecuTorch's NMS-free format, against
     PyTorch at batch 1 and 3 (dynamic batch): the float network, and the converted int8 graph."""
@@ -191,7 +190,6 @@ def _matched(got: list[dict], ref: list[dict], iou: float = 0.99, score_tol: flo
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("qat_all_targets")  # one worker makes the shared QAT run once
 def test_qat_with_every_target_writes_and_evaluates_each_in_its_runtime(qat_all_targets, tiny_detector, make_cfg, shapes_root,
                                                                        tmp_path):
     from mnv2_tasks import load_model
@@ -286,3 +284,17 @@ def test_an_export_that_fails_leaves_the_previous_files_and_no_partial_ones(clas
         write_targets(["onnx", "toy"], None, net, images[:2], tmp_path, "fp32", {"run": "second"})
     assert first.read_bytes() == before  # the previous file, not the second export's
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.fp32.onnx"]  # no temporary or partial file left
+
+
+@pytest.mark.slow
+def test_int8_onnx_predictions_score_the_runs_onnx_int8_map(qat_all_targets, shapes_root, tmp_path):
+    # the QAT run's int8 files are evaluated one image per batch, as the predictor runs them (test_predict.py)
+    metrics = qat_all_targets.metrics
+    onnx = qat_all_targets.dir / "model.int8.onnx"
+    from mnv2_tasks.predict_cli import main as predict_main
+
+    from test_predict import _score_predictions
+
+    assert predict_main([str(onnx), str(shapes_root / "coco" / "val"), "--out", str(tmp_path / "p"), "--json"]) == 0
+    ann = shapes_root / "coco" / "annotations" / "instances_val.json"
+    assert _score_predictions(tmp_path / "p" / "predictions.json", ann) == pytest.approx(metrics["onnx_int8_mAP"], abs=1e-4)

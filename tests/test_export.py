@@ -191,9 +191,11 @@ def test_predictor_benchmark_times_the_call_and_each_of_its_steps(classifier_fil
     assert [r[0] for r in rows] == ["ONNX Runtime session.run (preprocessed tensor)",
                                     "Predictor(frame): preprocessing + model + mapping back",
                                     "alone: preprocessing (the eval pipeline)", "alone: reading the outputs back",
-                                    "alone: mapping back to the frame"]
+                                    "alone: mapping back to the frame", "Predictor(frame, track=True): + ByteTrack",
+                                    "pipeline: decode the JPEG + Predictor + ByteTrack"]
     assert all(0 < float(p50) <= float(p99) for _, p50, p99 in rows)
     assert re.search(r"API overhead: -?[0-9.]+ ms = -?[0-9.]+% of the model's time; the Predictor's steps alone: [0-9.]+ ms", text)
+    assert re.search(r"the pipeline \(decode \+ call \+ tracking\) is [0-9.]+ ms = [0-9.]+x the model call alone", text)
 
 
 def test_an_export_check_of_two_empty_outputs_fails():

@@ -156,17 +156,6 @@ def test_bad_model_files_and_inputs_are_one_line_errors(tiny_classifier, shapes_
     assert len(list((tmp_path / "p").glob("*.pred.png"))) == 2  # the good ones are still processed
 
 
-@pytest.mark.slow
-@pytest.mark.xdist_group("qat_all_targets")  # one worker makes the shared QAT run once
-def test_int8_onnx_predictions_score_the_runs_onnx_int8_map(qat_all_targets, shapes_root, tmp_path):
-    # the QAT run's int8 files are evaluated one image per batch, as the predictor runs them (see the test above)
-    metrics = qat_all_targets.metrics
-    onnx = qat_all_targets.dir / "model.int8.onnx"
-    assert predict_main([str(onnx), str(shapes_root / "coco" / "val"), "--out", str(tmp_path / "p"), "--json"]) == 0
-    ann = shapes_root / "coco" / "annotations" / "instances_val.json"
-    assert _score_predictions(tmp_path / "p" / "predictions.json", ann) == pytest.approx(metrics["onnx_int8_mAP"], abs=1e-4)
-
-
 def test_curves_are_grouped_and_constant_series_left_out(tmp_path):
     from mnv2_tasks.plots import _panels, plot_training_curves
 
@@ -220,3 +209,13 @@ def test_camera_stream_video_and_output_failures_are_one_line_errors(tiny_classi
     xml.write_text("<net/>")  # OpenVINO IR without its .bin
     with pytest.raises(SystemExit, match=r"^error: .*lonely.xml: OpenVINO IR needs the .xml and its .bin"):
         predict_main([str(xml), image, "--out", str(tmp_path / "p")])
+
+
+def test_show_without_a_window_is_a_one_line_error(tiny_classifier, shapes_root, tmp_path, monkeypatch):
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    with pytest.raises(SystemExit, match=r"^error: --show: no display here"):
+        predict_main([str(tiny_classifier.last), str(shapes_root / "coco" / "val"), "--show", "--out", str(tmp_path / "p")])
+    monkeypatch.setenv("DISPLAY", ":99")  # a display, but this OpenCV (headless) has no windows
+    with pytest.raises(SystemExit, match=r"^error: --show: this OpenCV has no window support"):
+        predict_main([str(tiny_classifier.last), str(shapes_root / "coco" / "val"), "--show", "--out", str(tmp_path / "p")])

@@ -118,3 +118,24 @@ def test_tracked_bag_carries_the_track_ids(det_ckpt, shapes_root, tmp_path):
     ref = Predictor(det_ckpt, track=True, tracker=settings)
     frame = next(iter(read_frames(tmp_path / "in", "/camera/image_raw"))).frame
     assert sorted(ref(frame)["track_ids"].tolist()) == ids[0]
+
+
+def test_annotated_topic_shows_the_drawn_frames(det_ckpt, shapes_root, tmp_path):
+    import cv2
+
+    from mnv2_tasks.visualize import draw_prediction
+
+    images = sorted((shapes_root / "coco" / "val").glob("*.jpg"))[:2]
+    make_bag(tmp_path / "in", images, "mcap", "rgb8")
+    assert predict_main([str(det_ckpt), str(tmp_path / "in"), "--topic", "/camera/image_raw", "--out", str(tmp_path / "out"),
+                         "--score-threshold", "0.1", "--annotated"]) == 0
+    out = read_out(tmp_path / "out", "/mnv2/annotated/compressed")
+    frames = list(read_frames(tmp_path / "in", "/camera/image_raw"))
+    assert len(out) == len(frames)
+    for (_, msg), f in zip(out, frames):
+        got = cv2.imdecode(np.asarray(msg.data), cv2.IMREAD_COLOR)[:, :, ::-1]
+        want = np.asarray(draw_prediction(f.frame, Predictor(det_ckpt)(f.frame), 0.1))
+        assert msg.format == "jpeg" and got.shape == want.shape
+        luma = lambda im: im.astype(float) @ [0.299, 0.587, 0.114]  # noqa: E731 - JPEG keeps luma, subsamples colour
+        assert np.abs(luma(got) - luma(want)).mean() < 6  # the drawing, through JPEG
+        assert np.abs(luma(got) - luma(f.frame)).mean() > 2 * np.abs(luma(got) - luma(want)).mean()  # and not the bare frame
