@@ -188,6 +188,9 @@ def bag_main(args, predictor_factory) -> int:
     print(f"latency: p50 {lat['p50']:.1f} ms, p95 {lat['p95']:.1f} ms, max {lat['max']:.1f} ms"
           + (f"; {summary['missed']} of {summary['frames']} frames missed the {1000 / args.rate:.1f} ms budget of --rate {args.rate:g}"
              if args.rate else ""))
+    if summary.get("stages_ms"):
+        print("stages, ms p50/p99 (warm-up frame left out): "
+              + ", ".join(f"{k} {v['p50']:.2f}/{v['p99']:.2f}" for k, v in summary["stages_ms"].items()))
     return 0
 
 

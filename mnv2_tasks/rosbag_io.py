@@ -202,6 +202,7 @@ def predict_bag(predictor: Callable[[np.ndarray], dict], bag: str | Path, topic:
     store = typestore()
     build = _Messages(store)
     latency: list[float] = []
+    stages: dict[str, list[float]] = {}
     writer = Writer(out, version=9, storage_plugin=StoragePlugin.MCAP)
     conns: dict[str, object] = {}
     with writer:
@@ -214,6 +215,8 @@ def predict_bag(predictor: Callable[[np.ndarray], dict], bag: str | Path, topic:
             t0 = time.perf_counter()
             pred = predictor(f.frame)
             latency.append((time.perf_counter() - t0) * 1000)
+            for k, v in (getattr(predictor, "last_timing", None) or {}).items():  # a Predictor's stages
+                stages.setdefault(k, []).append(v)
             if "boxes" in pred:
                 keep = pred["scores"] >= (score_threshold if score_threshold is not None else -1.0)
                 write(DETECTIONS_TOPIC, "vision_msgs/msg/Detection2DArray", build.detections(f, pred, keep), f.log_time)
@@ -227,6 +230,9 @@ def predict_bag(predictor: Callable[[np.ndarray], dict], bag: str | Path, topic:
     ms = np.asarray(latency) if latency else np.zeros(1)
     summary = {"frames": len(latency), "topics": sorted(conns),
                "latency_ms": {"p50": float(np.percentile(ms, 50)), "p95": float(np.percentile(ms, 95)), "max": float(ms.max())}}
+    if len(latency) > 1 and stages:  # per stage, p50 / p99, the first (warm-up) frame left out
+        summary["stages_ms"] = {k: {"p50": float(np.percentile(v[1:], 50)), "p99": float(np.percentile(v[1:], 99))}
+                                for k, v in stages.items() if len(v) == len(latency)}
     if rate:
         summary["missed"] = int((ms > 1000.0 / rate).sum()) if latency else 0
     return summary

@@ -4,8 +4,9 @@ the way the field scores trackers. ``tools/track_eval.py`` is its command line.
     python tools/track_eval.py outputs/detection/<run>/checkpoints/last.ckpt          # the embedded tracking clips
     python tools/track_eval.py model.int8.onnx --seqs /data/MOT17/train --conf 0.3
 
-HOTA needs TrackEval, whose wheel requires ``opencv-python`` (this package uses ``opencv-python-headless``): not
-reported here.
+HOTA (with DetA and AssA) comes from TrackEval where it is installed. Its wheel requires ``opencv-python``, which
+conflicts with this package's ``opencv-python-headless``, so it is no dependency here: ``pip install --no-deps
+trackeval`` (its metrics import nothing else this package lacks; the headless ``cv2`` serves its one ``import cv2``).
 """
 
 from __future__ import annotations
@@ -35,6 +36,23 @@ def iou_distance(gt_xywh: np.ndarray, hyp_xywh: np.ndarray, max_distance: float 
     return d
 
 
+def _hota(frames: list[tuple[list[int], list[int], np.ndarray]]) -> dict | None:
+    """TrackEval's HOTA of one sequence (``frames``: ground-truth ids, tracker ids, their IoU matrix), or ``None``
+    where TrackEval is not installed."""
+    try:
+        from trackeval.metrics import HOTA
+    except ImportError:
+        return None
+    g = {i: k for k, i in enumerate(sorted({i for f in frames for i in f[0]}))}
+    h = {i: k for k, i in enumerate(sorted({i for f in frames for i in f[1]}))}
+    data = {"num_gt_dets": sum(len(f[0]) for f in frames), "num_tracker_dets": sum(len(f[1]) for f in frames),
+            "num_gt_ids": len(g), "num_tracker_ids": len(h),
+            "gt_ids": [np.array([g[i] for i in f[0]], dtype=int) for f in frames],
+            "tracker_ids": [np.array([h[i] for i in f[1]], dtype=int) for f in frames],
+            "similarity_scores": [f[2] for f in frames]}
+    return HOTA().eval_sequence(data)
+
+
 def evaluate_tracking(model: str | Path, seqs: str | Path, conf: float | None = None, tracker: dict | None = None,
                       threads: int = 2, iou: float = 0.5) -> dict:
     """Track every sequence under ``seqs`` (folders with ``seqinfo.ini``, ``img1/``, ``gt/gt.txt``) with ``model``;
@@ -49,6 +67,7 @@ def evaluate_tracking(model: str | Path, seqs: str | Path, conf: float | None = 
     if not seq_dirs:
         raise FileNotFoundError(f"{seqs}: no MOTChallenge sequences (folders with seqinfo.ini, img1/, gt/gt.txt)")
     accs, names = [], []
+    hota_seqs: dict[str, dict | None] = {}
     frame_ms, track_ms = [], []
     from tqdm.auto import tqdm
 
@@ -66,6 +85,7 @@ def evaluate_tracking(model: str | Path, seqs: str | Path, conf: float | None = 
 
         predictor.tracker.update = timed_update
         acc = mm.MOTAccumulator(auto_id=False)
+        seq_frames = []
         frames = sorted((seq / info["im_dir"]).glob(f"*{info['ext']}"))
         for k, f in enumerate(frames, 1):
             frame = read_rgb(f)
@@ -83,11 +103,19 @@ def evaluate_tracking(model: str | Path, seqs: str | Path, conf: float | None = 
             gt_xywh = np.array([b for _, b in rows], np.float64).reshape(-1, 4)
             dist = iou_distance(gt_xywh, hyp_xywh, 1 - iou)
             acc.update([i for i, _ in rows], [int(i) for i in pred["track_ids"]], dist, frameid=k)
+            seq_frames.append(([i for i, _ in rows], [int(i) for i in pred["track_ids"]], 1.0 - iou_distance(gt_xywh, hyp_xywh, 1.0)))
         accs.append(acc)
+        hota_seqs[info["name"]] = _hota(seq_frames)
         names.append(info["name"])
     mh = mm.metrics.create()
     summary = mh.compute_many(accs, metrics=METRICS, names=names, generate_overall=True)
     out = {name: {m: float(summary.loc[name, m]) for m in METRICS} for name in summary.index}
+    if all(v is not None for v in hota_seqs.values()):
+        from trackeval.metrics import HOTA
+
+        hota_seqs["OVERALL"] = HOTA().combine_sequences(dict(hota_seqs))
+        for name, res in hota_seqs.items():
+            out[name].update({k.lower(): float(np.mean(res[k])) for k in ("HOTA", "DetA", "AssA")})
     out["timing"] = {"frame_ms_p50": float(np.median(frame_ms)), "track_ms_p50": float(np.median(track_ms)),
                      "track_ms_p99": float(np.percentile(track_ms, 99)), "frames": len(frame_ms)}
     return out
@@ -111,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     tracker = {k: v for k, v in (("track_high_thresh", a.track_high), ("new_track_thresh", a.new_track)) if v is not None}
     m = evaluate_tracking(a.model, a.seqs, a.conf, tracker or None, a.threads)
     o = m["OVERALL"]
-    print(f"{a.seqs}: IDF1 {o['idf1']:.3f}  MOTA {o['mota']:.3f}  ID switches {int(o['num_switches'])}  "
+    hota = f"HOTA {o['hota']:.3f} (DetA {o['deta']:.3f}, AssA {o['assa']:.3f})  " if "hota" in o else "HOTA: pip install --no-deps trackeval  "
+    print(f"{a.seqs}: {hota}IDF1 {o['idf1']:.3f}  MOTA {o['mota']:.3f}  ID switches {int(o['num_switches'])}  "
           f"recall {o['recall']:.3f}  precision {o['precision']:.3f}  MT {int(o['mostly_tracked'])}  ML {int(o['mostly_lost'])}")
     t = m["timing"]
     print(f"per frame (pre-processing, model, post-processing, tracking) p50 {t['frame_ms_p50']:.2f} ms, of which tracking "

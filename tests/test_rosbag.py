@@ -104,7 +104,7 @@ def test_rate_counts_frames_that_miss_their_budget(det_ckpt, shapes_root, tmp_pa
     assert "3 of 3 frames missed the 0.0 ms budget of --rate 1e+06" in capsys.readouterr().out
 
 
-def test_tracked_bag_carries_the_track_ids(det_ckpt, shapes_root, tmp_path):
+def test_tracked_bag_carries_the_track_ids(det_ckpt, shapes_root, tmp_path, capsys):
     """--track: every Detection2D.id is the Predictor's track id for that box (a repeated frame: the same ids)."""
     image = sorted((shapes_root / "coco" / "val").glob("*.jpg"))[0]
     make_bag(tmp_path / "in", [image] * 4, "mcap", "rgb8")
@@ -112,6 +112,8 @@ def test_tracked_bag_carries_the_track_ids(det_ckpt, shapes_root, tmp_path):
     settings = {"track_high_thresh": top, "new_track_thresh": top, "track_low_thresh": top / 2}
     assert predict_main([str(det_ckpt), str(tmp_path / "in"), "--topic", "/camera/image_raw", "--out", str(tmp_path / "out"),
                          "--score-threshold", "0", "--track", "--tracker", *[f"{k}={v}" for k, v in settings.items()]]) == 0
+    printed = capsys.readouterr().out
+    assert "stages, ms p50/p99" in printed and all(f"{k} " in printed for k in ("preprocess", "model", "postprocess", "tracking"))
     out = read_out(tmp_path / "out", "/mnv2/detections")
     ids = [sorted(int(d.id) for d in m.detections) for _, m in out]
     assert ids[0] and all(i == ids[0] for i in ids)
