@@ -16,6 +16,7 @@ scores, best first: thresholds are for the caller); ``mask``.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -25,6 +26,7 @@ import torch
 from .checkpoint import CheckpointError
 from .data.inference import EvalPreprocess
 from .models.results import frame_result_of
+from .predict_select import Selection, check_request, select, take
 
 __all__ = ["Predictor", "model_suffixes"]
 
@@ -75,8 +77,6 @@ class Predictor:
     def __init__(self, model: str | Path, device: str = "cpu", threads: int = 2, conf: float | None = None,
                  iou: float | None = None, classes=None, max_det: int | None = None, track: bool = False,
                  frame_rate: float = 30.0, tracker: dict | None = None) -> None:
-        from .predict_select import Selection
-
         self.selection = Selection(conf, iou, list(classes) if classes is not None else None, max_det)
         path = Path(model)
         if not path.is_file():
@@ -108,8 +108,6 @@ class Predictor:
         self.category_ids: list[int] | None = spec.get("category_ids")
         self.preprocess = EvalPreprocess(spec)
         self.frame_result = frame_result_of(self.task)
-        from .predict_select import check_request
-
         check_request(self.selection, baked, str(path))
         self.tracker = None
         self._track_ms, self.last_timing = 0.0, {}
@@ -136,8 +134,6 @@ class Predictor:
     def __call__(self, frame: np.ndarray) -> dict:
         """Predictions for one (H, W, 3) uint8 RGB frame, in the frame's pixels (see the module docstring). The time of
         each stage is left in ``last_timing`` (ms: ``preprocess``, ``model``, ``postprocess``, ``tracking``)."""
-        import time
-
         t0 = time.perf_counter()
         x = self.preprocess(frame).unsqueeze(0)  # (1, 3, h, w)
         t1 = time.perf_counter()
@@ -153,8 +149,6 @@ class Predictor:
     def select(self, pred: dict) -> dict:
         """``pred`` with what the caller keeps (``conf``, ``iou``, ``classes``, ``max_det``) and, when tracking, the
         tracked boxes with their ``track_ids`` (the tracker sees the low-score boxes too, as ByteTrack needs)."""
-        from .predict_select import Selection, select, take
-
         if "boxes" not in pred:
             return pred
         if self.tracker is None:
@@ -162,8 +156,6 @@ class Predictor:
         sel = self.selection
         pool = select(pred, Selection(min(sel.conf if sel.conf is not None else 1.0, self.tracker.low), sel.iou, sel.classes,
                                       sel.max_det))
-        import time
-
         t = time.perf_counter()
         ids = self.tracker.update(pool["boxes"], pool["scores"], pool["labels"])
         self._track_ms = (time.perf_counter() - t) * 1e3

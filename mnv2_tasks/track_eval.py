@@ -14,10 +14,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
+
+from .tracking import box_iou
 
 __all__ = ["evaluate_tracking", "iou_distance", "main"]
 
@@ -28,12 +29,16 @@ METRICS = ["idf1", "idp", "idr", "mota", "motp", "num_switches", "num_fragmentat
 def iou_distance(gt_xywh: np.ndarray, hyp_xywh: np.ndarray, max_distance: float = 0.5) -> np.ndarray:
     """motmetrics' ``distances.iou_matrix`` (``1 - IoU``, NaN beyond ``max_distance``: no match), which 1.4.0 cannot
     run under NumPy 2 (``np.asfarray``)."""
-    from .tracking import box_iou
+    return _distance(box_iou(_xyxy(gt_xywh), _xyxy(hyp_xywh)), max_distance)
 
-    to_xyxy = lambda b: np.c_[b[:, :2], b[:, :2] + b[:, 2:]]  # noqa: E731
-    d = 1.0 - box_iou(to_xyxy(np.asarray(gt_xywh, np.float64).reshape(-1, 4)), to_xyxy(np.asarray(hyp_xywh, np.float64).reshape(-1, 4)))
-    d[d > max_distance] = np.nan
-    return d
+
+def _xyxy(xywh) -> np.ndarray:
+    b = np.asarray(xywh, np.float64).reshape(-1, 4)
+    return np.c_[b[:, :2], b[:, :2] + b[:, 2:]]
+
+
+def _distance(iou: np.ndarray, max_distance: float) -> np.ndarray:
+    return np.where(1.0 - iou > max_distance, np.nan, 1.0 - iou)
 
 
 def _hota(frames: list[tuple[list[int], list[int], np.ndarray]]) -> dict | None:
@@ -75,35 +80,19 @@ def evaluate_tracking(model: str | Path, seqs: str | Path, conf: float | None = 
         info = read_seqinfo(seq)
         gt = read_mot_gt(seq / "gt" / "gt.txt")
         predictor = Predictor(model, threads=threads, conf=conf, track=True, frame_rate=info["fps"], tracker=tracker)
-        update, spent = predictor.tracker.update, []
-
-        def timed_update(*args, _update=update, _spent=spent):  # the tracker's own time, apart from the detector's
-            t = time.perf_counter()
-            ids = _update(*args)
-            _spent.append((time.perf_counter() - t) * 1000)
-            return ids
-
-        predictor.tracker.update = timed_update
         acc = mm.MOTAccumulator(auto_id=False)
         seq_frames = []
         frames = sorted((seq / info["im_dir"]).glob(f"*{info['ext']}"))
         for k, f in enumerate(frames, 1):
-            frame = read_rgb(f)
-            t0 = time.perf_counter()
-            x = predictor.preprocess(frame).unsqueeze(0)
-            raw = predictor._run(x)
-            pred = predictor.result(raw, 0, tuple(x.shape[-2:]), frame.shape[:2])
-            t2 = time.perf_counter()
-            if k > 1:  # the first frame pays the warm-up
-                frame_ms.append((t2 - t0) * 1000)
-                track_ms.append(spent[-1])
-            hyp = np.asarray(pred["boxes"], np.float64).reshape(-1, 4)
-            hyp_xywh = np.c_[hyp[:, :2], hyp[:, 2:] - hyp[:, :2]]
+            pred = predictor(read_rgb(f))
+            if k > 1:  # the first frame pays the warm-up; the Predictor times its own stages
+                frame_ms.append(sum(predictor.last_timing.values()))
+                track_ms.append(predictor.last_timing["tracking"])
             rows = gt.get(k, [])
-            gt_xywh = np.array([b for _, b in rows], np.float64).reshape(-1, 4)
-            dist = iou_distance(gt_xywh, hyp_xywh, 1 - iou)
-            acc.update([i for i, _ in rows], [int(i) for i in pred["track_ids"]], dist, frameid=k)
-            seq_frames.append(([i for i, _ in rows], [int(i) for i in pred["track_ids"]], 1.0 - iou_distance(gt_xywh, hyp_xywh, 1.0)))
+            gt_ids, hyp_ids = [i for i, _ in rows], [int(i) for i in pred["track_ids"]]
+            sim = box_iou(_xyxy([b for _, b in rows]), np.asarray(pred["boxes"], np.float64).reshape(-1, 4))
+            acc.update(gt_ids, hyp_ids, _distance(sim, 1 - iou), frameid=k)
+            seq_frames.append((gt_ids, hyp_ids, sim))
         accs.append(acc)
         hota_seqs[info["name"]] = _hota(seq_frames)
         names.append(info["name"])

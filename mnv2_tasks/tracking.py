@@ -16,7 +16,7 @@ Why not a library: ``supervision`` 0.31 dropped its trackers; Roboflow's ``track
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
@@ -83,12 +83,10 @@ class _Track:
     score: float
     mean: np.ndarray
     cov: np.ndarray
-    start: int
     last_seen: int
     confirmed: bool = False
     lost: bool = False
     det: int = -1  # the index of this frame's detection it was matched to (-1: none)
-    history: list = field(default_factory=list)
 
     @property
     def box(self) -> np.ndarray:
@@ -188,7 +186,7 @@ class ByteTrack:
         for d in high_left:
             if scores[d] >= self.new:
                 mean, cov = self.kf.initiate(_xyxy_to_xyah(boxes[d]))
-                born.append(_Track(self._next_id, int(labels[d]), float(scores[d]), mean, cov, self.frame, self.frame,
+                born.append(_Track(self._next_id, int(labels[d]), float(scores[d]), mean, cov, self.frame,
                                    confirmed=self.frame == 1, det=int(d)))
                 self._next_id += 1
         gone = {id(t) for t in dead}
@@ -198,8 +196,3 @@ class ByteTrack:
             if t.det >= 0 and t.confirmed:
                 ids[t.det] = t.id
         return ids
-
-    @property
-    def active(self) -> list[_Track]:
-        """The confirmed tracks seen in this frame."""
-        return [t for t in self.tracks if t.confirmed and t.last_seen == self.frame]

@@ -5,7 +5,7 @@
     mnv2-convert voc_root coco_out --to coco --splits trainval
     mnv2-convert coco_root out --to coco --drop-crowd        # the same set without its crowd regions
 
-Boxes round-trip to 1e-4 px (YOLO: 10 significant digits; VOC: 4 decimals, 1-based), class names and their order
+Boxes round-trip to 1e-3 px, as tested (YOLO: 10 significant digits; VOC: 4 decimals, 1-based), class names and their order
 are kept (YOLO's data.yaml also keeps COCO's category ids), and image ids are kept where file names are numbers.
 Crowd regions become VOC ``difficult`` objects; YOLO has no such field, so they are dropped and counted. Images are
 hard-linked where the file system allows, else copied.

@@ -32,13 +32,11 @@ from pathlib import Path
 
 from PIL import Image
 
-from .images import DataError
+from .images import DataError, displayed_size
 
 __all__ = ["DetSet", "read_coco", "write_coco", "image_size_of", "IMAGE_SUFFIXES"]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
-# EXIF orientations that swap width and height (a phone held upright)
-_TURNED = {5, 6, 7, 8}
 
 
 @dataclass
@@ -63,9 +61,7 @@ def image_size_of(path: Path) -> tuple[int, int]:
     """(width, height) of the image as displayed (EXIF orientation applied), from its header only."""
     try:
         with Image.open(path) as im:
-            w, h = im.size
-            if im.getexif().get(0x0112, 1) in _TURNED:
-                w, h = h, w
+            (w, h), _ = displayed_size(im)
     except (OSError, SyntaxError, ValueError) as e:
         raise DataError(f"{path}: cannot read the image ({e}); replace or remove the file") from None
     return w, h

@@ -16,6 +16,17 @@ class DataError(ValueError):
 _WIDE_MODES = {"I;16": 65535, "I;16L": 65535, "I;16B": 65535, "I;16N": 65535, "I": 65535}
 
 
+ORIENTATION = 0x0112  # the EXIF tag
+TURNED = frozenset({5, 6, 7, 8})  # orientations that show the stored picture turned by 90 degrees
+
+
+def displayed_size(im: Image.Image) -> tuple[tuple[int, int], int]:
+    """``((width, height), orientation)`` of ``im`` as ``to_rgb8`` reads it (upright), from the header only."""
+    orientation = im.getexif().get(ORIENTATION, 1)
+    w, h = im.size
+    return ((h, w) if orientation in TURNED else (w, h)), orientation
+
+
 def to_rgb8(im: Image.Image) -> np.ndarray:
     """A decoded picture as (H, W, 3) uint8 RGB, as training, evaluation and the Predictor all read files:
 
@@ -24,7 +35,7 @@ def to_rgb8(im: Image.Image) -> np.ndarray:
       8-bit picture (``v * 257``) decodes to the same pixels; a 12-bit sensor in a 16-bit file comes out dark, not white;
     - palette, gray, gray + alpha, CMYK and RGBA through Pillow's conversion to RGB (alpha dropped).
     """
-    if im.getexif().get(0x0112, 1) != 1:  # exif_transpose copies even an upright image: only call it to turn one
+    if im.getexif().get(ORIENTATION, 1) != 1:  # exif_transpose copies even an upright image: only call it to turn one
         im = ImageOps.exif_transpose(im)
     if im.mode in _WIDE_MODES:
         wide = np.asarray(im, dtype=np.float64)

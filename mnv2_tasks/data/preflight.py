@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
-from .images import DataError
+from .images import DataError, displayed_size
 
 log = logging.getLogger(__name__)
 
@@ -64,17 +64,14 @@ def check_item(item: PreflightItem) -> str | None:
     """The problem with one sample, with the file named and the fix, or ``None``."""
     try:
         with Image.open(item.image) as im:
-            fmt, (w, h) = im.format, im.size
-            orientation = im.getexif().get(0x0112, 1)  # EXIF Orientation: 5-8 turn the picture by 90 degrees
+            fmt, stored = im.format, im.size[::-1]
+            (w, h), orientation = displayed_size(im)  # read upright (data/images.to_rgb8): the displayed size counts
     except FileNotFoundError:
         return f"{item.image}: image file not found; add it or remove it from the data set"
     except Exception as e:  # noqa: BLE001 - every decoder error is a bad file
         return f"{item.image}: not a decodable image ({type(e).__name__}: {e}); replace the file or remove it from the data set"
     if not _complete(item.image, fmt):
         return f"{item.image}: truncated {fmt} file (no end marker); replace the file or remove it from the data set"
-    stored = (h, w)
-    if orientation in (5, 6, 7, 8):  # read upright (data/images.to_rgb8): the displayed size is the one that counts
-        h, w = w, h
     if item.size is not None and (h, w) != tuple(item.size):
         if tuple(item.size) == stored:
             return (f"{item.image}: the annotations give {stored[1]}x{stored[0]}, the size of the stored pixels, but its EXIF "
