@@ -19,6 +19,15 @@ def _conf_dir() -> Path:
 CONF_DIR = _conf_dir()
 
 
+def _register_resolvers() -> None:
+    from .launch import register_resolvers
+
+    register_resolvers()  # ${mnv2_run_name:...} of conf/hydra/default.yaml, before any composition
+
+
+_register_resolvers()
+
+
 def compose_train_config(overrides: Sequence[str], config_name: str = "train"):
     """``conf/<config_name>.yaml`` composed with ``overrides``, as ``python train.py <overrides>`` would (no run dir)."""
     from hydra import compose, initialize_config_dir

@@ -23,20 +23,13 @@ import shutil
 from pathlib import Path
 from typing import Sequence
 
+from .launch import host_tag, once_per_node, single_process_env
+
 log = logging.getLogger(__name__)
 
 __all__ = ["ensure_embedded_backbone"]
 
 BACKBONE_FILE = "backbone.ckpt"
-
-
-def _locked(path: Path):
-    """An exclusive lock on ``path`` (``filelock``: POSIX and Windows), so that concurrent runs (DDP
-    ranks, parallel jobs) train the backbone once."""
-    from filelock import FileLock
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return FileLock(str(path))
 
 
 def ensure_embedded_backbone(
@@ -75,34 +68,44 @@ def ensure_embedded_backbone(
     digest = hashlib.sha1(key.encode()).hexdigest()[:10]
     entry = data_dir / "pretrained" / f"mnv2_w{float(width_mult):g}_{digest}"
     ckpt = entry / BACKBONE_FILE
-    if ckpt.is_file():
-        return ckpt
-    with _locked(data_dir / "pretrained" / f".{entry.name}.lock"):
-        if ckpt.is_file():  # another process made it while this one waited
-            return ckpt
-        log.info("pretraining a width-%g MobileNetV2 on the embedded ImageFolder shapes (once; cached in %s)", width_mult, entry)
-        from .train import train
-
-        run_dir = entry.with_name(entry.name + f".run{os.getpid()}")
-        shutil.rmtree(run_dir, ignore_errors=True)
-        with open_dict(cfg):
-            cfg.paths.data_dir = str(data_dir)
-            cfg.paths.output_dir = str(run_dir)
-            cfg.trainer.accelerator = accelerator
-            cfg.trainer.devices = 1
-            cfg.trainer.enable_progress_bar = progress
-            cfg.torch_threads = torch_threads
-        if cfg.task != "classification":
-            raise ValueError(f"pretrain overrides must compose a classification run, got task={cfg.task}")
-        metrics = train(cfg)
-        # the classifier of the best validation top-1 (on the classification shapes, which detection and
-        # segmentation never evaluate on), as a published ImageNet checkpoint is the recipe's chosen one
-        chosen = Path(metrics.get("best_ckpt") or run_dir / "checkpoints" / "last.ckpt")
-        if not chosen.is_file():
-            raise RuntimeError(f"the embedded pretraining wrote no {chosen}")
-        shutil.copyfile(chosen, run_dir / BACKBONE_FILE)
-        (run_dir / "key.json").write_text(key)
-        shutil.rmtree(entry, ignore_errors=True)
-        os.replace(run_dir, entry)
-        log.info("embedded pretraining done: top-1 %.3f; backbone %s", metrics.get("top1", float("nan")), ckpt)
+    once_per_node(f"pretrain the width-{float(width_mult):g} backbone ({entry})", ckpt.is_file,
+                  lambda: _pretrain(cfg, key, entry, data_dir, accelerator, progress, torch_threads),
+                  lock=data_dir / "pretrained" / f".{entry.name}.lock")
     return ckpt
+
+
+def _pretrain(cfg, key: str, entry: Path, data_dir: Path, accelerator: str, progress: bool, torch_threads) -> None:
+    """Train the classifier into a folder of this process's own and rename it to ``entry`` when it is done. In one
+    process, with the launcher's variables hidden: a nested run joined to the job's process group would hang."""
+    from omegaconf import open_dict
+
+    from .train import train
+
+    log.info("pretraining a width-%g MobileNetV2 on the embedded ImageFolder shapes (once; cached in %s)",
+             cfg.model.net.width_mult, entry)
+    run_dir = entry.with_name(f"{entry.name}.run-{host_tag()}")
+    shutil.rmtree(run_dir, ignore_errors=True)
+    with open_dict(cfg):
+        cfg.paths.data_dir = str(data_dir)
+        cfg.paths.output_dir = str(run_dir)
+        cfg.trainer.accelerator = accelerator
+        cfg.trainer.devices = 1
+        cfg.trainer.strategy = "auto"
+        cfg.trainer.num_nodes = 1
+        cfg.trainer.enable_progress_bar = progress
+        cfg.torch_threads = torch_threads
+    if cfg.task != "classification":
+        raise ValueError(f"pretrain overrides must compose a classification run, got task={cfg.task}")
+    with single_process_env():
+        metrics = train(cfg)
+    # the classifier of the best validation top-1 (on the classification shapes, which detection and
+    # segmentation never evaluate on), as a published ImageNet checkpoint is the recipe's chosen one
+    chosen = Path(metrics.get("best_ckpt") or run_dir / "checkpoints" / "last.ckpt")
+    if not chosen.is_file():
+        raise RuntimeError(f"the embedded pretraining wrote no {chosen}")
+    shutil.copyfile(chosen, run_dir / BACKBONE_FILE)
+    (run_dir / "key.json").write_text(key)
+    if entry.exists():  # an unfinished entry (no backbone file): ready() was false under the lock
+        shutil.rmtree(entry, ignore_errors=True)
+    os.replace(run_dir, entry)
+    log.info("embedded pretraining done: top-1 %.3f; backbone %s", metrics.get("top1", float("nan")), entry / BACKBONE_FILE)

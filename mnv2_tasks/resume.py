@@ -18,7 +18,7 @@ import logging
 from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig, OmegaConf
 
-__all__ = ["RecordConfig", "check_resume", "ResumeError"]
+__all__ = ["RecordConfig", "check_resume", "ResumeError", "resolve_ckpt_path"]
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,24 @@ class RecordConfig(Callback):
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
         checkpoint.setdefault("mnv2_tasks", {})["config"] = self.config
+
+
+def resolve_ckpt_path(ckpt_path, out_dir) -> str | None:
+    """``ckpt_path`` as a file: ``"last"`` is the run folder's newest checkpoint, ``checkpoints/last.ckpt`` (the end
+    of the latest epoch) or Lightning's ``hpc_ckpt_<n>.ckpt`` (saved when SLURM signalled a requeue), whichever is
+    newer, or None (a start from the beginning, logged) when the folder has neither; any other value is kept."""
+    if ckpt_path != "last":
+        return ckpt_path
+    from pathlib import Path
+
+    out_dir = Path(out_dir)
+    found = [p for p in [out_dir / "checkpoints" / "last.ckpt", *out_dir.glob("hpc_ckpt_*.ckpt")] if p.is_file()]
+    if not found:
+        log.info("ckpt_path=last: no checkpoint in %s yet; starting from the beginning", out_dir)
+        return None
+    newest = max(found, key=lambda p: p.stat().st_mtime)
+    log.info("ckpt_path=last: resuming from %s", newest)
+    return str(newest)
 
 
 def _container(cfg: DictConfig) -> dict:

@@ -10,12 +10,12 @@ from pathlib import Path
 import lightning as L
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from .atomic_files import AtomicCheckpointIO, check_free_space, check_writable
 from .checkpoint import check_compatible
 from .divergence import DivergedError, DivergenceGuard
-from .resume import RecordConfig, check_resume
+from .resume import RecordConfig, check_resume, resolve_ckpt_path
 from .config import classes_from_data
 from .config_check import check_config
 from .models.contract import net_class
@@ -92,6 +92,9 @@ def train(cfg: DictConfig) -> dict:
     check_writable(out_dir)  # made and writable, or a one-line error naming it
     if cfg.get("torch_threads"):
         torch.set_num_threads(int(cfg.torch_threads))
+    if cfg.get("ckpt_path") == "last":  # this run folder's newest checkpoint, if any (a requeued or relaunched job)
+        with open_dict(cfg):
+            cfg.ckpt_path = resolve_ckpt_path("last", out_dir)
     pretrained = _pretrained_backbone(cfg)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)

@@ -20,6 +20,8 @@ from PIL import Image, ImageDraw, ImageFilter
 from pycocotools import mask as mask_utils
 from tqdm import tqdm
 
+from ..launch import host_tag, once_per_node
+
 log = logging.getLogger(__name__)
 
 __all__ = ["SHAPE_CATEGORIES", "VOC_PALETTE", "ensure_shapes", "default_data_dir"]
@@ -235,9 +237,11 @@ DEFAULT_PARAMS = dict(
 
 
 def _remove_stale_tmp(root: Path) -> None:
-    """Delete the half-written sets (``<root>.tmp<pid>``) that generations killed before they finished left behind."""
-    for tmp in root.parent.glob(f"{root.name}.tmp*"):
-        pid = tmp.name[len(root.name) + 4:]
+    """Delete the half-written sets (``<root>.tmp-<host>-<pid>``) that generations on this host killed before they
+    finished left behind (another host's are never touched: its pids mean nothing here)."""
+    host = host_tag().rsplit("-", 1)[0]
+    for tmp in root.parent.glob(f"{root.name}.tmp-{host}-*"):
+        pid = tmp.name.rsplit("-", 1)[1]
         if not pid.isdigit() or int(pid) == os.getpid():
             continue
         try:
@@ -249,27 +253,24 @@ def _remove_stale_tmp(root: Path) -> None:
             continue
 
 
-def ensure_shapes(root: str | Path | None = None, **params) -> Path:
-    """Generate the shapes data set under ``root`` unless it is already there; return ``root``.
-
-    ``params`` override ``DEFAULT_PARAMS`` (sizes, counts, seed). The same parameters always
-    give the same files. A marker file records them: an existing set is reused when no
-    parameters are given or when they match, and regenerated otherwise.
-    """
-    root = Path(root) if root is not None else default_data_dir()
-    unknown = set(params) - set(DEFAULT_PARAMS)
-    if unknown:
-        raise TypeError(f"ensure_shapes: unknown parameters {sorted(unknown)}; known: {sorted(DEFAULT_PARAMS)}")
+def _matches(root: Path, params: dict) -> bool:
     marker = root / "COMPLETE.json"
-    if marker.is_file():
+    if not marker.is_file():
+        return False
+    try:
         existing = json.loads(marker.read_text())
-        if existing.get("version") == VERSION and all(existing.get(k) == v for k, v in params.items()):
-            return root
-    params = {**DEFAULT_PARAMS, **params, "version": VERSION}
+    except (OSError, ValueError):  # being replaced right now
+        return False
+    return existing.get("version") == VERSION and all(existing.get(k) == v for k, v in params.items())
+
+
+def _generate(root: Path, params: dict) -> None:
+    """Write the set into a folder of this process's own, then rename it into place: readers never see half a set,
+    and a finished set of the same parameters (another node's, on a shared disk) is kept, never removed."""
     num_train, num_val, image_size, seed = params["num_train"], params["num_val"], params["image_size"], params["seed"]
     log.info("generating the embedded shapes data set into %s", root)
     _remove_stale_tmp(root)
-    tmp = root.with_name(root.name + f".tmp{os.getpid()}")
+    tmp = root.with_name(f"{root.name}.tmp-{host_tag()}")
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "voc" / "SegmentationClass").mkdir(parents=True)
     (tmp / "voc" / "JPEGImages").mkdir(parents=True)
@@ -280,14 +281,37 @@ def ensure_shapes(root: str | Path | None = None, **params) -> Path:
     _write_imagefolder(tmp, "train", params["cls_per_class_train"], params["cls_image_size"], seed * 7919 + 101)
     _write_imagefolder(tmp, "val", params["cls_per_class_val"], params["cls_image_size"], seed * 7919 + 202)
     (tmp / "COMPLETE.json").write_text(json.dumps(params))
-    # atomic-ish replace, so that concurrent processes (DDP ranks) never read a half-written set
-    if root.exists():
-        shutil.rmtree(root, ignore_errors=True)
     root.parent.mkdir(parents=True, exist_ok=True)
+    if root.exists() and not _matches(root, params):  # a set of other parameters: moved aside, then removed
+        old = root.with_name(f"{root.name}.old-{host_tag()}")
+        try:
+            os.replace(root, old)
+            shutil.rmtree(old, ignore_errors=True)
+        except OSError:
+            pass
     try:
         os.replace(tmp, root)
-    except OSError:  # another process finished first
+    except OSError:  # another node published the set first
         shutil.rmtree(tmp, ignore_errors=True)
+        if not _matches(root, params):
+            raise
+
+
+def ensure_shapes(root: str | Path | None = None, **params) -> Path:
+    """Generate the shapes data set under ``root`` unless it is already there; return ``root``.
+
+    ``params`` override ``DEFAULT_PARAMS`` (sizes, counts, seed). The same parameters always
+    give the same files. A marker file records them: an existing set is reused when no
+    parameters are given or when they match, and regenerated otherwise. Under a distributed launch local
+    rank 0 generates while the node's other ranks wait (``launch.once_per_node``).
+    """
+    root = Path(root) if root is not None else default_data_dir()
+    unknown = set(params) - set(DEFAULT_PARAMS)
+    if unknown:
+        raise TypeError(f"ensure_shapes: unknown parameters {sorted(unknown)}; known: {sorted(DEFAULT_PARAMS)}")
+    full = {**DEFAULT_PARAMS, **params, "version": VERSION}
+    once_per_node(f"generate the embedded shapes data set in {root}", lambda: _matches(root, params),
+                  lambda: _generate(root, full), lock=root.with_name(root.name + ".lock"))
     return root
 
 
