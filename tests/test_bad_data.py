@@ -144,11 +144,29 @@ def test_a_killed_generation_leaves_nothing_behind(tmp_path):
     from mnv2_tasks.data.shapes import ensure_shapes
 
     root = tmp_path / "shapes-v2"
-    stale = tmp_path / "shapes-v2.tmp999999"  # a pid that is not running
+    from mnv2_tasks.launch import host_tag
+
+    host = host_tag().rsplit("-", 1)[0]
+    stale = tmp_path / f"shapes-v2.tmp-{host}-999999"  # a pid that is not running on this host
+    elsewhere = tmp_path / "shapes-v2.tmp-othernode-999999"  # another host's generation (a shared disk): not ours to remove
     (stale / "voc").mkdir(parents=True)
+    (elsewhere / "voc").mkdir(parents=True)
     ensure_shapes(root, num_train=4, num_val=2, image_size=64, cls_per_class_train=2, cls_per_class_val=1, cls_image_size=32)
-    assert not stale.exists() and (root / "COMPLETE.json").is_file()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["shapes-v2"]
+    assert not stale.exists() and elsewhere.exists() and (root / "COMPLETE.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".shapes-v2.lock", "shapes-v2", elsewhere.name]
+
+
+def test_a_finished_set_is_never_replaced_by_a_racing_generation(tmp_path):
+    """Two nodes on one shared disk, the lock not honoured: the second to finish keeps the first's set."""
+    from mnv2_tasks.data import shapes
+
+    root = tmp_path / "shapes-v2"
+    kw = dict(num_train=4, num_val=2, image_size=64, cls_per_class_train=2, cls_per_class_val=1, cls_image_size=32)
+    shapes.ensure_shapes(root, **kw)
+    first = (root / "COMPLETE.json").stat().st_ino
+    shapes._generate(root, {**shapes.DEFAULT_PARAMS, **kw, "version": shapes.VERSION})  # the racing node's late finish
+    assert (root / "COMPLETE.json").stat().st_ino == first  # the published set stayed in place
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".shapes-v2.lock", "shapes-v2"]
 
 
 def test_more_bad_settings_are_refused_before_anything_runs(make_cfg):

@@ -131,3 +131,51 @@ def test_ddp_gathers_every_rank(tmp_path):
     for rank in range(2):
         m = json.loads(open(f"{out}.{rank}").read())
         assert m == {"mAP": pytest.approx(1.0), "num_images": 3, "num_detections": 3}
+
+
+def _random_case(seed: int, crowd: bool, empty_images: int, no_results: bool = False):
+    """A random ground truth (crowd regions, images without objects, every area range) and noisy detections."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    images = [{"id": i, "width": 640, "height": 480, "file_name": f"{i}.jpg"} for i in range(1, 41)]
+    anns, results = [], []
+    for im in images[: len(images) - empty_images]:
+        for _ in range(int(rng.integers(0, 6))):
+            w, h = rng.uniform(4, 300, 2)
+            x, y = rng.uniform(0, 640 - w), rng.uniform(0, 480 - h)
+            is_crowd = int(crowd and rng.random() < 0.15)
+            anns.append({"id": len(anns) + 1, "image_id": im["id"], "category_id": int(rng.choice([1, 5, 7])),
+                         "bbox": [x, y, w, h], "area": float(w * h * rng.uniform(0.5, 1.0)), "iscrowd": is_crowd})
+    for im in images:
+        for _ in range(int(rng.integers(0, 30))):
+            w, h = rng.uniform(2, 320, 2)
+            results.append({"image_id": im["id"], "category_id": int(rng.choice([1, 5, 7])),
+                            "bbox": [float(rng.uniform(0, 640 - w)), float(rng.uniform(0, 480 - h)), float(w), float(h)],
+                            "score": float(rng.random())})
+    for a in anns[::2]:  # near-hits: the matching is exercised at every IoU threshold
+        x, y, w, h = a["bbox"]
+        d = rng.normal(0, 0.08 * min(w, h), 4)
+        results.append({"image_id": a["image_id"], "category_id": a["category_id"],
+                        "bbox": [x + d[0], y + d[1], max(1.0, w + d[2]), max(1.0, h + d[3])], "score": float(rng.random())})
+    gt = {"images": images, "annotations": anns,
+          "categories": [{"id": 1, "name": "a"}, {"id": 5, "name": "b"}, {"id": 7, "name": "c"}]}
+    return gt, ([] if no_results else results)
+
+
+@pytest.mark.parametrize("seed,crowd,empty,no_results,subset", [
+    (0, False, 0, False, False), (1, True, 5, False, False), (2, True, 10, False, True), (3, True, 3, True, False)])
+def test_faster_coco_eval_gives_pycocotools_numbers(seed, crowd, empty, no_results, subset):
+    gt, results = _random_case(seed, crowd, empty, no_results)
+    ids = [im["id"] for im in gt["images"]][::3] if subset else None  # only the images a rank saw
+    ref, _ = evaluate_results(gt, results, ids, backend="pycocotools")
+    fast, _ = evaluate_results(gt, results, ids, backend="faster")
+    for k in SUMMARY_KEYS:
+        assert (math.isnan(ref[k]) and math.isnan(fast[k])) or fast[k] == pytest.approx(ref[k], abs=1e-12), k
+    assert fast["AP_per_class"] == pytest.approx(ref["AP_per_class"], abs=1e-12)
+    assert no_results or ref["mAP"] > 0.01  # not a trivially-zero comparison
+
+
+def test_unknown_backend_is_refused_by_name():
+    with pytest.raises(ValueError, match="'cocoapi'.*faster.*pycocotools"):
+        CocoEvaluator(GT, LABEL_TO_CAT, backend="cocoapi")

@@ -28,6 +28,7 @@ from .det_transforms import detection_pipeline, ssd_train_transforms
 from .coco_checks import check_integrity, load_coco_json
 from .images import DataError, read_rgb
 from .loaders import TaskDataModule
+from .packed import ImageTable
 from .shapes import ensure_shapes
 
 log = logging.getLogger(__name__)
@@ -38,8 +39,27 @@ __all__ = ["CocoDetection", "CocoDataModule", "detection_collate", "load_coco_js
 _CLIPPED = {"box outside the image"}
 
 
+class _Kept:
+    """The annotations kept while a file is read, column by column (made into arrays by ``CocoDetection._store``)."""
+
+    def __init__(self) -> None:
+        self.image, self.box, self.label, self.crowd, self.area, self.ann_id = [], [], [], [], [], []
+
+    def add(self, image: int, box, label: int, crowd: bool, area: float, ann_id: int) -> None:
+        self.image.append(image)
+        self.box.append(box)
+        self.label.append(label)
+        self.crowd.append(crowd)
+        self.area.append(area)
+        self.ann_id.append(ann_id)
+
+
 class CocoDetection(Dataset):
     """One image of a COCO instances file per item (see the module docstring for the sample format).
+
+    The annotations are held as flat arrays (boxes, labels, crowd flags, per-image offsets) and the image entries
+    as one packed buffer (``packed.PackedList``), as MMEngine serialises its data sets: loader workers forked from
+    the main process share them page for page instead of copying a Python object per box.
 
     Args:
         ann_file: COCO instances JSON.
@@ -95,38 +115,51 @@ class CocoDetection(Dataset):
         if unknown:
             raise DataError(f"{self.ann_file}: categories {unknown} are not among the training categories {self.cat_ids}")
 
-        # images
-        self.images: dict[int, dict] = {}
+        # images: ids and sizes as arrays (-1: no size given), the entries themselves packed
         for i, im in enumerate(data["images"]):
             if not isinstance(im, dict) or not {"id", "file_name"} <= set(im):
                 raise DataError(f"{self.ann_file}: images[{i}] needs 'id' and 'file_name': {str(im)[:200]}")
-            self.images[im["id"]] = im
-        missing_files = []
+        entries = data["images"]
+        self.images = ImageTable(entries)
+        sizes = np.array([(float(im.get("width", -1)), float(im.get("height", -1))) if "width" in im and "height" in im
+                          else (-1.0, -1.0) for im in entries], dtype=np.float64).reshape(-1, 2)
+        self._size = sizes
+        missing = np.zeros(len(entries), dtype=bool)
         if check_files:
-            missing_files = [im for im in self.images.values() if not (self.img_dir / im["file_name"]).is_file()]
-            for im in missing_files:
-                self._problem("image file missing", f"image id {im['id']}: {self.img_dir / im['file_name']} does not exist")
-            if missing_files and on_bad == "error":
-                first = missing_files[0]
+            for k, im in enumerate(entries):
+                if not (self.img_dir / im["file_name"]).is_file():
+                    missing[k] = True
+                    self._problem("image file missing", f"image id {im['id']}: {self.img_dir / im['file_name']} does not exist")
+            if missing.any() and on_bad == "error":
+                first = entries[int(np.flatnonzero(missing)[0])]
                 raise DataError(
                     f"{self.img_dir / first['file_name']}: image missing on disk (image id {first['id']} in {self.ann_file}); "
-                    f"{len(missing_files)} of {len(self.images)} images are missing. Fix img_dir, or set data.on_bad=warn to skip them"
+                    f"{int(missing.sum())} of {len(entries)} images are missing. Fix img_dir, or set data.on_bad=warn to skip them"
                 )
-        missing_ids = {im["id"] for im in missing_files}
 
-        # annotations, grouped per image; the kept ones also as COCO entries (the ground truth evaluation reads)
-        self.anns: dict[int, list[dict]] = {i: [] for i in self.images}
-        self._kept: list[dict] = []
+        # annotations: validated one by one, kept as flat arrays sorted by image (per-image offsets)
         self._header = {k: v for k, v in data.items() if k not in ("images", "annotations")}
+        kept = _Kept()
         for i, ann in enumerate(data["annotations"]):
-            self._add_annotation(i, ann)
-        self.ids = [i for i in self.images if i not in missing_ids]
+            self._add_annotation(i, ann, kept)
+        self._store(kept, len(entries))
+        self._keep = np.flatnonzero(~missing).astype(np.int64)  # the positions of the images this set serves
         if self.problems:  # say what happened to each kind: boxes past the border are clipped and kept, the rest dropped
             for verb, kinds in (("clipped to the image and kept", _CLIPPED), ("dropped", None)):
                 found = {k: n for k, n in self.problems.items() if (k in _CLIPPED) == (kinds is not None)}
                 if found:
                     log.warning("%s: %s (%s); e.g. %s", self.ann_file, verb, ", ".join(f"{n} x {k}" for k, n in found.items()),
                                 "; ".join(self._examples[k] for k in found))
+
+    def _store(self, kept: "_Kept", num_images: int) -> None:
+        order = np.argsort(np.asarray(kept.image, dtype=np.int64), kind="stable")
+        image = np.asarray(kept.image, dtype=np.int64)[order]
+        self.ann_boxes = np.asarray(kept.box, dtype=np.float32).reshape(-1, 4)[order]  # xyxy, clipped
+        self.ann_labels = np.asarray(kept.label, dtype=np.int64)[order]
+        self.ann_crowd = np.asarray(kept.crowd, dtype=bool)[order]
+        self.ann_area = np.asarray(kept.area, dtype=np.float64)[order]  # the file's area (COCO's size ranges read it)
+        self.ann_ids = np.asarray(kept.ann_id, dtype=np.int64)[order]
+        self.ann_offsets = np.searchsorted(image, np.arange(num_images + 1)).astype(np.int64)
 
     def _problem(self, kind: str, detail: str) -> None:
         self.problems[kind] += 1
@@ -138,43 +171,44 @@ class CocoDetection(Dataset):
             raise DataError(f"{self.ann_file}: {detail}. {fix}")
         self._problem(kind, detail)
 
-    def _add_annotation(self, i: int, ann: Any) -> None:
+    def _add_annotation(self, i: int, ann: Any, kept: "_Kept") -> None:
         where = f"annotations[{i}] (id {ann.get('id', '?')})" if isinstance(ann, dict) else f"annotations[{i}]"
         if not isinstance(ann, dict) or not {"image_id", "category_id", "bbox"} <= set(ann):
             return self._bad("malformed annotation", f"{where} needs image_id, category_id and bbox: {str(ann)[:200]}",
                              "Fix the annotation file.")
-        im = self.images.get(ann["image_id"])
-        if im is None:
+        k = self.images.position(ann["image_id"])
+        if k is None:
             return self._bad("unknown image id", f"{where} refers to image id {ann['image_id']}, which is not in 'images'",
                              "Fix the annotation file or set data.on_bad=warn to drop it.")
         if ann["category_id"] not in self.cat_id_to_label:
-            return self._bad("unknown category id", f"{where} of image {im['file_name']} has category_id {ann['category_id']}, "
-                             f"not in 'categories' {self.cat_ids}", "Add the category or fix the id (or data.on_bad=warn to drop it).")
+            return self._bad("unknown category id", f"{where} of image {self.images.file_name(k)} has category_id "
+                             f"{ann['category_id']}, not in 'categories' {self.cat_ids}",
+                             "Add the category or fix the id (or data.on_bad=warn to drop it).")
         bbox = ann["bbox"]
         if not (isinstance(bbox, (list, tuple)) and len(bbox) == 4 and all(isinstance(v, (int, float)) and math.isfinite(v) for v in bbox)):
-            return self._bad("malformed bbox", f"{where} of image {im['file_name']} has bbox {bbox!r}; expected [x, y, width, height]",
-                             "Fix the annotation file.")
+            return self._bad("malformed bbox", f"{where} of image {self.images.file_name(k)} has bbox {bbox!r}; expected "
+                             "[x, y, width, height]", "Fix the annotation file.")
         x, y, w, h = (float(v) for v in bbox)
         if w <= 0 or h <= 0:  # degenerate: common in real sets, never a target
-            self._problem("degenerate box", f"{where} of image {im['file_name']}: bbox {bbox}")
+            self._problem("degenerate box", f"{where} of image {self.images.file_name(k)}: bbox {bbox}")
             return None
-        if "width" in im and "height" in im:
+        W, H = self._size[k]
+        if W >= 0:
             tol = self.box_tolerance_px
-            W, H = float(im["width"]), float(im["height"])
             if x < -tol or y < -tol or x + w > W + tol or y + h > H + tol:
-                self._bad("box outside the image", f"{where} of image {im['file_name']} (id {im['id']}): bbox [x, y, w, h] = {bbox} "
-                          f"extends outside the {im['width']}x{im['height']} image",
+                self._bad("box outside the image", f"{where} of image {self.images.file_name(k)} (id {ann['image_id']}): "
+                          f"bbox [x, y, w, h] = {bbox} extends outside the {W:g}x{H:g} image",
                           f"Fix the box or the image size (tolerance {tol} px), or set data.on_bad=warn to clip it")
             x0, y0 = min(max(x, 0.0), W), min(max(y, 0.0), H)
             x1, y1 = min(max(x + w, 0.0), W), min(max(y + h, 0.0), H)
             if x1 - x0 <= 0 or y1 - y0 <= 0:
-                self._problem("degenerate box", f"{where} of image {im['file_name']}: bbox {bbox} has no area inside the image")
+                self._problem("degenerate box", f"{where} of image {self.images.file_name(k)}: bbox {bbox} has no area inside the image")
                 return None
         else:
             x0, y0, x1, y1 = x, y, x + w, y + h
-        self.anns[im["id"]].append({"box": [x0, y0, x1, y1], "label": self.cat_id_to_label[ann["category_id"]],
-                                    "iscrowd": bool(ann.get("iscrowd", 0))})
-        self._kept.append({**ann, "bbox": [x0, y0, x1 - x0, y1 - y0]})
+        kept.add(k, (x0, y0, x1, y1), self.cat_id_to_label[ann["category_id"]], bool(ann.get("iscrowd", 0)),
+                 float(ann["area"]) if isinstance(ann.get("area"), (int, float)) else (x1 - x0) * (y1 - y0),
+                 int(ann.get("id", -1 - len(kept.image))))
         return None
 
     @property
@@ -183,36 +217,79 @@ class CocoDetection(Dataset):
         return len(self.cat_ids) + 1
 
     def __len__(self) -> int:
-        return len(self.ids)
+        return len(self._keep)
+
+    @property
+    def ids(self) -> list[int]:
+        """The image ids this set serves, in sample order."""
+        return [int(self.images.id_at(k)) for k in self._keep]
+
+    @property
+    def num_objects(self) -> int:
+        """Annotations (crowd regions included) in the images this set serves."""
+        return int(np.diff(self.ann_offsets)[self._keep].sum())
+
+    def annotations(self, idx: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Sample ``idx``'s boxes (M, 4) xyxy in the file's pixels (clipped), labels (M,) and crowd flags (M,):
+        views of the shared arrays."""
+        k = self._keep[idx]
+        a, b = self.ann_offsets[k], self.ann_offsets[k + 1]
+        return self.ann_boxes[a:b], self.ann_labels[a:b], self.ann_crowd[a:b]
+
+    def training_boxes(self, input_hw: tuple[int, int]) -> np.ndarray:
+        """Every non-crowd box of the images served, scaled to an ``input_hw`` input (as the resize makes them)."""
+        in_h, in_w = input_hw
+        counts = np.diff(self.ann_offsets)
+        served = np.zeros(len(counts), dtype=bool)
+        served[self._keep] = True
+        owner = np.repeat(np.arange(len(counts)), counts)
+        take = served[owner] & ~self.ann_crowd
+        size = self._size[owner[take]]
+        scale = np.where(size[:, :1] > 0, in_w / np.maximum(size[:, :1], 1e-9), 1.0), np.where(size[:, 1:] > 0, in_h / np.maximum(size[:, 1:], 1e-9), 1.0)
+        boxes = self.ann_boxes[take].astype(np.float64)
+        boxes[:, 0::2] *= scale[0]
+        boxes[:, 1::2] *= scale[1]
+        return boxes.astype(np.float32)
 
     def preflight_items(self) -> list:
         """Every image, with the size the file gives it (under ``on_bad="warn"`` a size mismatch rescales the boxes instead)."""
         from .preflight import PreflightItem
 
         items = []
-        for k, i in enumerate(self.ids):
-            im = self.images[i]
-            size = (int(im["height"]), int(im["width"])) if self.on_bad == "error" and "width" in im and "height" in im else None
-            items.append(PreflightItem(k, self.img_dir / im["file_name"], size=size))
+        for n, k in enumerate(self._keep):
+            W, H = self._size[k]
+            size = (int(H), int(W)) if self.on_bad == "error" and W >= 0 else None
+            items.append(PreflightItem(n, self.img_dir / self.images.file_name(k), size=size))
         return items
 
     def ground_truth(self) -> Path | dict:
         """What evaluation scores against: the annotation file itself where this set kept all of it, else (in memory)
         the images and annotations it kept, boxes as kept (clipped), as its log reported."""
-        if not self.in_memory and not self.problems and len(self.ids) == len(self.images):
+        if not self.in_memory and not self.problems and len(self._keep) == len(self.images):
             return self.ann_file
-        kept = set(self.ids)
-        return {**self._header, "images": [self.images[i] for i in self.images if i in kept],
-                "annotations": [a for a in self._kept if a["image_id"] in kept]}
+        images, annotations = [], []
+        for k in self._keep:
+            im = self.images.entry(k)
+            images.append(im)
+            for j in range(self.ann_offsets[k], self.ann_offsets[k + 1]):
+                x0, y0, x1, y1 = (float(v) for v in self.ann_boxes[j])
+                annotations.append({"id": int(self.ann_ids[j]), "image_id": im["id"],
+                                    "category_id": int(self.label_to_cat_id[self.ann_labels[j]]),
+                                    "bbox": [x0, y0, x1 - x0, y1 - y0], "area": float(self.ann_area[j]),
+                                    "iscrowd": int(self.ann_crowd[j])})
+        annotations.sort(key=lambda a: a["id"])
+        return {**self._header, "images": images, "annotations": annotations}
 
     def drop(self, indices) -> None:
         """Leave these samples out (bad files under ``data.on_bad=warn``)."""
-        gone = set(indices)
-        self.ids = [i for k, i in enumerate(self.ids) if k not in gone]
+        gone = np.zeros(len(self._keep), dtype=bool)
+        gone[list(indices)] = True
+        self._keep = self._keep[~gone]
 
     def load(self, idx: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
         """Image (H, W, 3) uint8, boxes (M, 4) xyxy, labels (M,) with crowd boxes labelled 0, image entry."""
-        im = self.images[self.ids[idx]]
+        k = int(self._keep[idx])
+        im = self.images.entry(k)
         path = self.img_dir / im["file_name"]
         image = self.cache.get(im["id"]) if self.cache is not None else None
         if image is None:
@@ -223,9 +300,9 @@ class CocoDetection(Dataset):
             if self.cache is not None:
                 image.setflags(write=False)  # shared by every epoch: a transform writing into it would fail loudly
                 self.cache[im["id"]] = image
-        anns = self.anns[im["id"]]
-        boxes = np.asarray([a["box"] for a in anns], dtype=np.float32).reshape(-1, 4)
-        labels = np.asarray([0 if a["iscrowd"] else a["label"] for a in anns], dtype=np.int64)
+        boxes, labels, crowd = self.annotations(idx)
+        boxes = boxes.copy()
+        labels = np.where(crowd, 0, labels)
         h, w = image.shape[:2]
         if "width" in im and "height" in im and (int(im["height"]), int(im["width"])) != (h, w):
             if self.on_bad == "error":
@@ -333,7 +410,7 @@ class CocoDataModule(TaskDataModule):
         if self.train_set is None and stage in (None, "fit"):
             ann, img_dir, data = self._source(True)
             self.train_set = self.checked(self._dataset(ann, img_dir, self.train_tf, data=data), str(ann))
-            if not any(self.train_set.anns[i] for i in self.train_set.ids):
+            if self.train_set.num_objects == 0:
                 raise DataError(f"{self.train_ann_file}: no object in any of its {len(self.train_set)} training images; "
                                 "a detector cannot learn from it: check the annotations' image ids and category ids")
         if self.val_set is None:

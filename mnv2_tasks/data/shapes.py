@@ -311,7 +311,7 @@ def ensure_shapes(root: str | Path | None = None, **params) -> Path:
         raise TypeError(f"ensure_shapes: unknown parameters {sorted(unknown)}; known: {sorted(DEFAULT_PARAMS)}")
     full = {**DEFAULT_PARAMS, **params, "version": VERSION}
     once_per_node(f"generate the embedded shapes data set in {root}", lambda: _matches(root, params),
-                  lambda: _generate(root, full), lock=root.with_name(root.name + ".lock"))
+                  lambda: _generate(root, full), lock=root.with_name(f".{root.name}.lock"))
     return root
 
 
