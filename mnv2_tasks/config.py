@@ -56,3 +56,49 @@ def classes_from_data(cfg, datamodule) -> None:
         cfg.data.num_classes = n
     names = datamodule.class_names
     logging.getLogger(__name__).info("data.num_classes=%d from the data (%s)", n, ", ".join(map(str, names or []))[:300])
+
+
+def world_size_of(trainer_cfg) -> int:
+    """The processes a trainer config (or the launcher around it: torchrun, srun) trains on, before any starts."""
+    from .launch import ranks
+
+    launched = ranks()[2]
+    if launched > 1:
+        return launched
+    devices, nodes = trainer_cfg.get("devices", 1), int(trainer_cfg.get("num_nodes", 1) or 1)
+    if isinstance(devices, int) and devices > 0:
+        per_node = devices
+    elif isinstance(devices, str) and devices.isdigit():
+        per_node = int(devices)
+    elif devices not in ("auto", -1, "-1", None):  # a list of device indices
+        per_node = len(list(devices))
+    else:  # auto / -1: every GPU there is, else one process
+        import torch
+
+        accelerator = str(trainer_cfg.get("accelerator", "auto"))
+        per_node = torch.cuda.device_count() if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available() else 1
+    return max(1, per_node) * nodes
+
+
+def scale_lr(cfg) -> None:
+    """``lr_scaling.rule``: ``model.optimizer.lr`` scaled to the global batch (``conf/train.yaml``), written into ``cfg``
+    (so that checkpoints record the lr that ran) and logged with the numbers it came from."""
+    import logging
+    import math
+
+    from omegaconf import open_dict
+
+    rule = (cfg.get("lr_scaling") or {}).get("rule")
+    if not rule or "optimizer" not in cfg.model or cfg.model.optimizer.get("lr") is None:
+        return
+    world = world_size_of(cfg.trainer)
+    accumulate = int(cfg.trainer.get("accumulate_grad_batches", 1) or 1)
+    per_process = int(cfg.data.batch_size)
+    global_batch, base = per_process * world * accumulate, int(cfg.lr_scaling.base_batch_size)
+    factor = global_batch / base if rule == "linear" else math.sqrt(global_batch / base)
+    lr = float(cfg.model.optimizer.lr)
+    with open_dict(cfg):
+        cfg.model.optimizer.lr = lr * factor
+    logging.getLogger(__name__).info(
+        "lr_scaling=%s: model.optimizer.lr %g -> %g for a global batch of %d (%d per process x %d processes x %d "
+        "accumulated; tuned for %d)", rule, lr, lr * factor, global_batch, per_process, world, accumulate, base)

@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
-__all__ = ["ranks", "run_name", "once_per_node", "single_process_env", "register_resolvers", "LaunchError"]
+__all__ = ["ranks", "run_name", "job_key", "cache_dir", "once_per_node", "single_process_env", "register_resolvers", "LaunchError"]
 
 log = logging.getLogger(__name__)
 
@@ -96,14 +96,10 @@ def _claim_new(parent: Path, stem: str) -> str:
 _CHOSEN: dict[str, str] = {}
 
 
-def run_name(given: str | None = None, parent: str | None = None) -> str:
-    """The run's name, the same on every rank of a job (see the module docstring). ``parent``: the folder the run
-    directory goes in, where a name taken from the clock is claimed (one process only). Decided once per process."""
-    if given not in (None, "", "None", "null"):
-        return str(given)
-    key = str(parent)
-    if key in _CHOSEN:
-        return _CHOSEN[key]
+def job_key() -> str | None:
+    """What names this job the same on all its ranks, from the launcher's environment alone: SLURM's job id (array
+    task, later step), torchrun's rendezvous id, or on one node torchrun's agent (start time and pid); None for one
+    process, Lightning's launcher, and torchrun over several nodes without an id."""
     env = os.environ
     if env.get("SLURM_JOB_ID"):
         if env.get("SLURM_ARRAY_JOB_ID") and env.get("SLURM_ARRAY_TASK_ID"):
@@ -113,16 +109,36 @@ def run_name(given: str | None = None, parent: str | None = None) -> str:
         step = _int_env("SLURM_STEP_ID")
         if step is not None and 0 < step < 0xFFFFFF00:  # a later srun step of the same job (the batch step is 0xFFFFFFFB)
             name += f"-step{step}"
-    elif env.get("TORCHELASTIC_RUN_ID") not in (None, "", "none"):
-        name = f"torchrun-{env['TORCHELASTIC_RUN_ID']}"
-    elif "TORCHELASTIC_RUN_ID" in env:  # torchrun without a rendezvous id
-        if (_int_env("LOCAL_WORLD_SIZE") or 1) != (_int_env("WORLD_SIZE") or 1):
-            raise LaunchError("torchrun over several nodes without a rendezvous id: every node would name its run "
-                              "directory differently. Pass run_name=<name> (the same on every node) or torchrun "
-                              "--rdzv-id=<job id>")
+        return name
+    if env.get("TORCHELASTIC_RUN_ID") not in (None, "", "none"):
+        return f"torchrun-{env['TORCHELASTIC_RUN_ID']}"
+    if "TORCHELASTIC_RUN_ID" in env and (_int_env("LOCAL_WORLD_SIZE") or 1) == (_int_env("WORLD_SIZE") or 1):
         agent = os.getppid()
         started = _process_start(agent)
-        name = f"{started.strftime(_TIME_FORMAT)}-torchrun{agent}" if started else f"torchrun{agent}"
+        return f"{started.strftime(_TIME_FORMAT)}-torchrun{agent}" if started else f"torchrun{agent}"
+    return None
+
+
+def cache_dir() -> Path:
+    """Where work shared by the ranks of a job is kept (``$MNV2_TASKS_DATA``, else ``~/.cache/mnv2_tasks``)."""
+    return Path(os.environ.get("MNV2_TASKS_DATA") or Path.home() / ".cache" / "mnv2_tasks")
+
+
+def run_name(given: str | None = None, parent: str | None = None) -> str:
+    """The run's name, the same on every rank of a job (see the module docstring). ``parent``: the folder the run
+    directory goes in, where a name taken from the clock is claimed (one process only). Decided once per process."""
+    if given not in (None, "", "None", "null"):
+        return str(given)
+    key = str(parent)
+    if key in _CHOSEN:
+        return _CHOSEN[key]
+    job = job_key()
+    if job is not None:
+        name = job
+    elif "TORCHELASTIC_RUN_ID" in os.environ:  # torchrun over several nodes without a rendezvous id
+        raise LaunchError("torchrun over several nodes without a rendezvous id: every node would name its run "
+                          "directory differently. Pass run_name=<name> (the same on every node) or torchrun "
+                          "--rdzv-id=<job id>")
     elif ranks()[2] > 1:  # another launcher that sets RANK/WORLD_SIZE and no job id
         raise LaunchError("a distributed launch without a job id: pass run_name=<name>, the same on every rank, so "
                           "that all ranks write one run directory")

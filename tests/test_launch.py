@@ -232,3 +232,51 @@ def test_two_nodes_on_one_machine_share_one_run_and_pretrain_once(tmp_path, shap
     assert sum(o.count("pretraining a width-0.35 MobileNetV2") for o in outs) == 1  # one node made it, under the lock
     assert len(list((data / "pretrained").glob("mnv2_w0.35_*/backbone.ckpt"))) == 1
     assert "Initializing distributed: GLOBAL_RANK: 1, MEMBER: 2/2" in outs[1]
+
+
+def test_preflight_runs_once_per_job_and_the_other_ranks_read_it(clean_env, tmp_path, caplog):
+    from mnv2_tasks.data.preflight import PreflightItem, run_preflight_once
+
+    clean_env.setenv("MNV2_TASKS_DATA", str(tmp_path / "cache"))
+    good = tmp_path / "a.png"
+    from PIL import Image
+
+    Image.new("RGB", (8, 8)).save(good)
+    items = [PreflightItem(0, good), PreflightItem(1, tmp_path / "missing.jpg")]
+    for k, v in {"TORCHELASTIC_RUN_ID": "job9", "RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "2"}.items():
+        clean_env.setenv(k, v)
+    first = run_preflight_once(items, "the set")
+    assert list(first) == [1]
+    (written,) = (tmp_path / "cache" / "preflight").glob("*.json")
+    clean_env.setenv("RANK", "1")
+    clean_env.setenv("LOCAL_RANK", "1")
+    good.unlink()  # rank 1 does not check the files again: it reads rank 0's answer
+    with caplog.at_level("INFO"):
+        assert run_preflight_once(items, "the set") == first
+    assert "checked once for job torchrun-job9" in caplog.text
+    clean_env.setenv("TORCHELASTIC_RUN_ID", "job10")  # another job checks afresh (and now finds both files bad)
+    clean_env.setenv("RANK", "0")
+    clean_env.setenv("LOCAL_RANK", "0")
+    assert sorted(run_preflight_once(items, "the set")) == [0, 1]
+
+
+def test_lr_follows_the_global_batch_when_asked(clean_env, make_cfg, caplog):
+    from mnv2_tasks.config import scale_lr
+
+    cfg = make_cfg("debug=tiny_classification", "trainer=ddp", "trainer.devices=2", "trainer.num_nodes=2",
+                   "+trainer.accumulate_grad_batches=2", "lr_scaling.rule=linear", "lr_scaling.base_batch_size=16")
+    lr = cfg.model.optimizer.lr
+    with caplog.at_level("INFO"):
+        scale_lr(cfg)
+    assert cfg.model.optimizer.lr == pytest.approx(lr * 8 * 2 * 2 * 2 / 16)  # 8 per process x 4 processes x 2
+    assert "global batch of 64 (8 per process x 4 processes x 2 accumulated; tuned for 16)" in caplog.text
+    clean_env.setenv("RANK", "0")
+    clean_env.setenv("WORLD_SIZE", "16")  # launched by torchrun / srun: the launcher's world size wins
+    cfg = make_cfg("debug=tiny_classification", "lr_scaling.rule=sqrt")
+    lr = cfg.model.optimizer.lr
+    scale_lr(cfg)
+    assert cfg.model.optimizer.lr == pytest.approx(lr * 4)  # base: one process's batch; sqrt(16)
+    cfg = make_cfg("debug=tiny_classification")  # rule null: as written
+    lr = cfg.model.optimizer.lr
+    scale_lr(cfg)
+    assert cfg.model.optimizer.lr == lr

@@ -42,8 +42,12 @@ _CLIPPED = {"box outside the image"}
 class _Kept:
     """The annotations kept while a file is read, column by column (made into arrays by ``CocoDetection._store``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, images: list[dict]) -> None:
         self.image, self.box, self.label, self.crowd, self.area, self.ann_id = [], [], [], [], [], []
+        # while reading only (plain Python: the fastest per-annotation lookups): image id -> position, sizes
+        self.index = {im["id"]: k for k, im in enumerate(images)}
+        self.sizes = [(float(im["width"]), float(im["height"])) if "width" in im and "height" in im else (-1.0, -1.0)
+                      for im in images]
 
     def add(self, image: int, box, label: int, crowd: bool, area: float, ann_id: int) -> None:
         self.image.append(image)
@@ -121,9 +125,8 @@ class CocoDetection(Dataset):
                 raise DataError(f"{self.ann_file}: images[{i}] needs 'id' and 'file_name': {str(im)[:200]}")
         entries = data["images"]
         self.images = ImageTable(entries)
-        sizes = np.array([(float(im.get("width", -1)), float(im.get("height", -1))) if "width" in im and "height" in im
-                          else (-1.0, -1.0) for im in entries], dtype=np.float64).reshape(-1, 2)
-        self._size = sizes
+        kept = _Kept(entries)
+        self._size = np.array(kept.sizes, dtype=np.float64).reshape(-1, 2)  # (W, H); -1: not given
         missing = np.zeros(len(entries), dtype=bool)
         if check_files:
             for k, im in enumerate(entries):
@@ -139,7 +142,6 @@ class CocoDetection(Dataset):
 
         # annotations: validated one by one, kept as flat arrays sorted by image (per-image offsets)
         self._header = {k: v for k, v in data.items() if k not in ("images", "annotations")}
-        kept = _Kept()
         for i, ann in enumerate(data["annotations"]):
             self._add_annotation(i, ann, kept)
         self._store(kept, len(entries))
@@ -176,7 +178,7 @@ class CocoDetection(Dataset):
         if not isinstance(ann, dict) or not {"image_id", "category_id", "bbox"} <= set(ann):
             return self._bad("malformed annotation", f"{where} needs image_id, category_id and bbox: {str(ann)[:200]}",
                              "Fix the annotation file.")
-        k = self.images.position(ann["image_id"])
+        k = kept.index.get(ann["image_id"]) if isinstance(ann["image_id"], (int, float, str)) else None
         if k is None:
             return self._bad("unknown image id", f"{where} refers to image id {ann['image_id']}, which is not in 'images'",
                              "Fix the annotation file or set data.on_bad=warn to drop it.")
@@ -192,7 +194,7 @@ class CocoDetection(Dataset):
         if w <= 0 or h <= 0:  # degenerate: common in real sets, never a target
             self._problem("degenerate box", f"{where} of image {self.images.file_name(k)}: bbox {bbox}")
             return None
-        W, H = self._size[k]
+        W, H = kept.sizes[k]
         if W >= 0:
             tol = self.box_tolerance_px
             if x < -tol or y < -tol or x + w > W + tol or y + h > H + tol:

@@ -160,9 +160,9 @@ class TaskDataModule(L.LightningDataModule):
         before training; under ``data.on_bad=warn`` they are dropped, logged and counted."""
         if not self.preflight:
             return dataset
-        from .preflight import run_preflight
+        from .preflight import run_preflight_once
 
-        problems = run_preflight(dataset.preflight_items(), what, self.num_workers)
+        problems = run_preflight_once(dataset.preflight_items(), what, self.num_workers)
         if not problems:
             return dataset
         if self.on_bad == "error":

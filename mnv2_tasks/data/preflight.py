@@ -32,7 +32,7 @@ from .images import DataError, displayed_size
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PreflightItem", "check_item", "run_preflight", "SkipBadSamples", "SkippingCollate"]
+__all__ = ["PreflightItem", "check_item", "run_preflight", "run_preflight_once", "SkipBadSamples", "SkippingCollate"]
 
 _PNG_END = b"IEND\xaeB`\x82"
 
@@ -106,6 +106,40 @@ def run_preflight(items: Sequence[PreflightItem], what: str, workers: int | None
     with ThreadPoolExecutor(workers) as pool:
         problems = {item.index: p for item, p in zip(items, pool.map(check, items, chunksize=64)) if p}
     log.info("pre-flight check of %s: %d samples, %d bad", what, len(items), len(problems))
+    return problems
+
+
+def run_preflight_once(items: Sequence[PreflightItem], what: str, workers: int | None = None) -> dict[int, str]:
+    """``run_preflight``, once per job under a cluster launch (SLURM, torchrun: ``launch.job_key``): local rank 0
+    checks and writes the result to ``<cache>/preflight/<items and job>.json`` (under a file lock, so that nodes
+    sharing that disk check once), the other ranks wait for it and read it. One process checks directly."""
+    import hashlib
+    import json
+
+    from ..launch import cache_dir, job_key, once_per_node
+
+    job = job_key()
+    if job is None:
+        return run_preflight(items, what, workers)
+    listing = repr([(i.index, str(i.image), str(i.mask), i.num_classes, i.size) for i in items])
+    digest = hashlib.sha1(f"{job}\n{listing}".encode()).hexdigest()[:16]
+    result = cache_dir() / "preflight" / f"{digest}.json"
+    made = []
+
+    def check_and_write() -> None:
+        problems = run_preflight(items, what, workers)
+        result.parent.mkdir(parents=True, exist_ok=True)
+        tmp = result.with_name(f"{result.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"what": what, "job": job, "problems": {str(k): v for k, v in problems.items()}}))
+        os.replace(tmp, result)
+        made.append(problems)
+
+    once_per_node(f"check {what} (pre-flight)", result.is_file, check_and_write, lock=result.with_suffix(".lock"))
+    if made:
+        return made[0]
+    problems = {int(k): v for k, v in json.loads(result.read_text())["problems"].items()}
+    log.info("pre-flight check of %s: %d samples, %d bad (checked once for job %s: %s)", what, len(items), len(problems),
+             job, result)
     return problems
 
 
