@@ -149,3 +149,7 @@ def benchmark_main(argv: list[str] | None = None) -> None:
     from .benchmarks.cli import main
 
     main(argv)
+
+
+if __name__ == "__main__":  # python -m mnv2_tasks.cli <overrides>: training, as torchrun -m runs it (examples/kubeflow)
+    train_main()
