@@ -295,3 +295,57 @@ def test_evaluation_scores_against_the_ground_truth_the_data_kept(tmp_path):
             assert got < 0.9
     clean = CocoDetection(_write(tmp_path / "clean.json", {**data, "annotations": data["annotations"][:1]}), img_dir)
     assert clean.ground_truth() == clean.ann_file  # nothing dropped: the file itself
+
+
+def _messy_instances(tmp_path):
+    """Degenerate boxes, boxes with no area inside their image, a box past the border within the tolerance, an image
+    without a size, crowds, annotations without area or id: what the array reading must keep exactly as the one-by-one."""
+    from PIL import Image
+
+    rng = np.random.default_rng(3)
+    images, anns = [], []
+    for i in range(1, 41):
+        Image.new("RGB", (64, 48)).save(tmp_path / f"{i}.png")
+        im = {"id": i * 10, "file_name": f"{i}.png"}
+        if i != 7:
+            im.update(width=64, height=48)
+        images.append(im)
+        for _ in range(int(rng.integers(0, 5))):
+            x, y = rng.uniform(-0.5, 60), rng.uniform(-0.5, 44)
+            w, h = rng.choice([0.0, -1.0, 0.3, 2.0, 5.0, 20.0]), rng.uniform(0.5, 10)
+            a = {"image_id": i * 10, "category_id": int(rng.choice([2, 4])), "bbox": [x, y, min(w, 64.9 - x), min(h, 48.9 - y)],
+                 "iscrowd": int(rng.random() < 0.1)}
+            if rng.random() < 0.8:
+                a["area"] = float(rng.uniform(1, 100))
+            if rng.random() < 0.9:
+                a["id"] = len(anns) + 1000
+            anns.append(a)
+    anns.append({"image_id": 10, "category_id": 2, "bbox": [64.5, 10, 0.4, 5], "id": 1})  # no area inside
+    return {"images": images, "annotations": anns, "categories": [{"id": 2, "name": "a"}, {"id": 4, "name": "b"}]}
+
+
+def test_array_reading_keeps_exactly_what_the_one_by_one_reading_keeps(tmp_path, monkeypatch):
+    from mnv2_tasks.data.coco import CocoDetection
+
+    data = _messy_instances(tmp_path)
+    fast = CocoDetection(tmp_path / "x.json", tmp_path, data=data)
+    monkeypatch.setattr(CocoDetection, "_read_fast", lambda self, anns, kept: False)
+    slow = CocoDetection(tmp_path / "x.json", tmp_path, data=data)
+    assert fast.problems == slow.problems and fast.problems["degenerate box"] > 3
+    assert fast._examples == slow._examples
+    for name in ("ann_boxes", "ann_labels", "ann_crowd", "ann_area", "ann_ids", "ann_offsets"):
+        np.testing.assert_array_equal(getattr(fast, name), getattr(slow, name), err_msg=name)
+    assert fast.ground_truth() == slow.ground_truth()
+
+
+@pytest.mark.parametrize("bad", ["string_bbox", "unknown_image", "unknown_category", "outside", "float_image_id"])
+def test_a_file_with_something_to_say_is_read_one_by_one_with_its_message(tmp_path, bad):
+    from mnv2_tasks.data.coco import CocoDetection, DataError
+
+    data = _messy_instances(tmp_path)
+    a = data["annotations"][0]
+    a.update({"string_bbox": {"bbox": ["1", "2", "3", "4"]}, "unknown_image": {"image_id": 99999},
+              "unknown_category": {"category_id": 77}, "outside": {"bbox": [50.0, 10.0, 30.0, 5.0]},
+              "float_image_id": {"image_id": 10.5}}[bad])
+    with pytest.raises(DataError, match=r"annotations\[0\]"):
+        CocoDetection(tmp_path / "x.json", tmp_path, data=data)

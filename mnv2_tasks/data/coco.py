@@ -142,8 +142,9 @@ class CocoDetection(Dataset):
 
         # annotations: validated one by one, kept as flat arrays sorted by image (per-image offsets)
         self._header = {k: v for k, v in data.items() if k not in ("images", "annotations")}
-        for i, ann in enumerate(data["annotations"]):
-            self._add_annotation(i, ann, kept)
+        if not self._read_fast(data["annotations"], kept):
+            for i, ann in enumerate(data["annotations"]):
+                self._add_annotation(i, ann, kept)
         self._store(kept, len(entries))
         self._keep = np.flatnonzero(~missing).astype(np.int64)  # the positions of the images this set serves
         if self.problems:  # say what happened to each kind: boxes past the border are clipped and kept, the rest dropped
@@ -162,6 +163,64 @@ class CocoDetection(Dataset):
         self.ann_area = np.asarray(kept.area, dtype=np.float64)[order]  # the file's area (COCO's size ranges read it)
         self.ann_ids = np.asarray(kept.ann_id, dtype=np.int64)[order]
         self.ann_offsets = np.searchsorted(image, np.arange(num_images + 1)).astype(np.int64)
+
+    def _read_fast(self, anns: list, kept: "_Kept") -> bool:
+        """Validate and keep every annotation with array operations (a COCO-size file in seconds); False, having
+        kept nothing, when the file has anything the one-by-one reading (``_add_annotation``) must word: a malformed
+        entry, an unknown image or category id, a box past its image's border. Degenerate boxes are dropped and
+        counted here as there."""
+        n = len(anns)
+        if n == 0:
+            return True
+        try:
+            image_ids = np.array([a["image_id"] for a in anns])
+            cat_ids = np.array([a["category_id"] for a in anns])
+            box = np.array([a["bbox"] for a in anns])  # no dtype: a string or None among the numbers shows in its kind
+        except (TypeError, KeyError, ValueError, IndexError):
+            return False
+        if image_ids.dtype.kind != "i" or cat_ids.dtype.kind != "i" or box.shape != (n, 4) or box.dtype.kind not in "fi":
+            return False
+        box = box.astype(np.float64)
+        if not np.isfinite(box).all():
+            return False
+        known = np.fromiter(kept.index, dtype=np.int64, count=len(kept.index))
+        order = np.argsort(known)
+        j = np.minimum(np.searchsorted(known[order], image_ids), len(known) - 1)
+        if not (known[order][j] == image_ids).all():
+            return False
+        pos = np.array([kept.index[i] for i in known[order].tolist()], dtype=np.int64)[j]  # image positions
+        cats = np.array(sorted(self.cat_id_to_label), dtype=np.int64)
+        c = np.minimum(np.searchsorted(cats, cat_ids), len(cats) - 1)
+        if not (cats[c] == cat_ids).all():
+            return False
+        labels = np.array([self.cat_id_to_label[int(v)] for v in cats], dtype=np.int64)[c]
+        x, y, w, h = box.T
+        sizes = np.array(kept.sizes, dtype=np.float64).reshape(-1, 2)[pos]
+        W, H = sizes[:, 0], sizes[:, 1]
+        has = W >= 0
+        degenerate = (w <= 0) | (h <= 0)
+        tol = self.box_tolerance_px
+        outside = has & ~degenerate & ((x < -tol) | (y < -tol) | (x + w > W + tol) | (y + h > H + tol))
+        if outside.any():
+            return False
+        x0, y0 = np.where(has, np.clip(x, 0, np.maximum(W, 0)), x), np.where(has, np.clip(y, 0, np.maximum(H, 0)), y)
+        x1 = np.where(has, np.clip(x + w, 0, np.maximum(W, 0)), x + w)
+        y1 = np.where(has, np.clip(y + h, 0, np.maximum(H, 0)), y + h)
+        empty_inside = has & ~degenerate & ((x1 - x0 <= 0) | (y1 - y0 <= 0))
+        for i in np.flatnonzero(degenerate | empty_inside).tolist():
+            why = "" if degenerate[i] else " has no area inside the image"
+            self._problem("degenerate box", f"annotations[{i}] (id {anns[i].get('id', '?')}) of image "
+                          f"{self.images.file_name(int(pos[i]))}: bbox {anns[i]['bbox']}{why}")
+        keep = ~(degenerate | empty_inside)
+        area = np.array([a["area"] if isinstance(a.get("area"), (int, float)) else np.nan for a in anns], dtype=np.float64)
+        area = np.where(np.isnan(area), (x1 - x0) * (y1 - y0), area)
+        kept.image = pos[keep]
+        kept.box = np.stack([x0, y0, x1, y1], 1)[keep]
+        kept.label = labels[keep]
+        kept.crowd = np.array([bool(a.get("iscrowd", 0)) for a in anns], dtype=bool)[keep]
+        kept.area = area[keep]
+        kept.ann_id = np.array([a.get("id", -1 - i) for i, a in enumerate(anns)], dtype=np.int64)[keep]
+        return True
 
     def _problem(self, kind: str, detail: str) -> None:
         self.problems[kind] += 1
@@ -210,7 +269,7 @@ class CocoDetection(Dataset):
             x0, y0, x1, y1 = x, y, x + w, y + h
         kept.add(k, (x0, y0, x1, y1), self.cat_id_to_label[ann["category_id"]], bool(ann.get("iscrowd", 0)),
                  float(ann["area"]) if isinstance(ann.get("area"), (int, float)) else (x1 - x0) * (y1 - y0),
-                 int(ann.get("id", -1 - len(kept.image))))
+                 int(ann.get("id", -1 - i)))
         return None
 
     @property
