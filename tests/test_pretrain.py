@@ -59,18 +59,28 @@ def test_pretrained_backbone_applies_only_when_it_should(make_cfg, shapes_root, 
 
 
 def test_the_cache_lock_serialises_processes(tmp_path):
-    """Two processes that want the same cache entry take turns (the lock is portable: filelock, no fcntl)."""
+    """Two processes (two jobs, or two nodes on one disk) that want the same cache entry: one makes it while the other
+    waits for the lock, then finds it made (the lock is portable: filelock, no fcntl)."""
     import subprocess
     import sys
 
-    code = ("import sys, time; from pathlib import Path; from mnv2_tasks.pretrain import _locked\n"
-            "with _locked(Path(sys.argv[1])):\n"
-            "    t0 = time.time(); time.sleep(0.6); print(t0, time.time())\n")
-    lock = tmp_path / "x" / ".entry.lock"
-    procs = [subprocess.Popen([sys.executable, "-c", code, str(lock)], stdout=subprocess.PIPE, text=True) for _ in range(2)]
-    spans = sorted(tuple(map(float, p.communicate(timeout=60)[0].split())) for p in procs)
+    code = ("import sys, time; from pathlib import Path; from mnv2_tasks.launch import once_per_node\n"
+            "out = Path(sys.argv[1])\n"
+            "def make():\n"
+            "    t0 = time.time(); time.sleep(0.6); out.write_text('x'); print('made', t0, time.time())\n"
+            "once_per_node('make it', out.is_file, make, out.with_name('.lock'))\n"
+            "print('done', time.time())\n")
+    target = tmp_path / "x" / "entry"
+    target.parent.mkdir()
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(target)], stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=60)[0].split() for p in procs]
     assert all(p.returncode == 0 for p in procs)
-    assert spans[1][0] >= spans[0][1] - 0.01  # the second held the lock only after the first let go
+    made = [o for o in outs if o[0] == "made"]
+    assert len(made) == 1  # made once
+    waited = next(o for o in outs if o[0] != "made")
+    assert float(waited[1]) >= float(made[0][2]) - 0.01  # the other went on only after it was made
+    import mnv2_tasks.launch as launch
     import mnv2_tasks.pretrain as pretrain
 
+    assert "fcntl" not in vars(launch)  # importable where fcntl does not exist (Windows)
     assert "fcntl" not in vars(pretrain)  # importable where fcntl does not exist (Windows)
