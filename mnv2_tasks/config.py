@@ -102,3 +102,22 @@ def scale_lr(cfg) -> None:
     logging.getLogger(__name__).info(
         "lr_scaling=%s: model.optimizer.lr %g -> %g for a global batch of %d (%d per process x %d processes x %d "
         "accumulated; tuned for %d)", rule, lr, lr * factor, global_batch, per_process, world, accumulate, base)
+
+
+def padding_for_weights(cfg) -> None:
+    """``model.pretrained=<Keras .h5>``: Keras's weights were trained with TensorFlow's ``same`` padding, so the network
+    is built with ``model.net.padding=tf_same`` (written into ``cfg``, hence recorded in checkpoints and exported
+    files), and the log says so. A network config without a ``padding`` setting is left as it is."""
+    import logging
+
+    from omegaconf import open_dict
+
+    from .models.keras_weights import is_keras_h5
+
+    path = cfg.model.get("pretrained")
+    if not path or not is_keras_h5(path) or "padding" not in cfg.model.net or cfg.model.net.padding == "tf_same":
+        return
+    with open_dict(cfg):
+        cfg.model.net.padding = "tf_same"
+    logging.getLogger(__name__).info("model.pretrained=%s is a Keras file: model.net.padding=tf_same (TensorFlow's "
+                                     "padding, which its weights were trained with)", path)

@@ -30,7 +30,7 @@ from .predict_select import Selection, check_request, select, take
 
 __all__ = ["Predictor", "model_suffixes"]
 
-WEIGHT_SUFFIXES = (".pth", ".pt", ".safetensors")
+WEIGHT_SUFFIXES = (".pth", ".pt", ".safetensors", ".h5")  # .h5: Keras's ImageNet files (models/keras_weights.py)
 
 
 def model_suffixes() -> list[str]:
@@ -40,22 +40,35 @@ def model_suffixes() -> list[str]:
     return [".ckpt", *exported(), *WEIGHT_SUFFIXES]
 
 
-def _imagenet_classifier(path: Path) -> tuple[torch.nn.Module, dict]:
-    """A torchvision / timm MobileNetV2 ImageNet weight file: the network (width read from its tensors) and its input spec."""
+def imagenet_class_names() -> list[str]:
+    """The 1000 ImageNet classes in the standard order (sorted WordNet ids), as ``"<wnid> <name>"``: what Keras's
+    ``decode_predictions`` gives (wnid, name), from torchvision's names and the WordNet ids shipped with the package."""
     from torchvision.models import MobileNet_V2_Weights
 
+    wnids = (Path(__file__).parent / "data" / "imagenet_wnids.txt").read_text().split()
+    return [f"{w} {n}" for w, n in zip(wnids, MobileNet_V2_Weights.IMAGENET1K_V1.meta["categories"])]
+
+
+def _imagenet_classifier(path: Path) -> tuple[torch.nn.Module, dict]:
+    """A torchvision / timm / Keras MobileNetV2 ImageNet weight file: the network (width read from its tensors; Keras's
+    with TensorFlow's padding) and its input spec (Keras's: [-1, 1] inputs at the file's resolution)."""
     from .data.inference import transform_spec
     from .data.transforms import IMAGENET_MEAN, IMAGENET_STD, classification_eval, compose
     from .models import MobileNetV2, load_pretrained
+    from .models.keras_weights import KERAS_MEAN, KERAS_STD, is_keras_h5, keras_resolution
     from .models.pretrained import read_state_dict, width_of
 
-    net = MobileNetV2(num_classes=1000, width_mult=width_of(read_state_dict(path), path))
+    keras = is_keras_h5(path)
+    net = MobileNetV2(num_classes=1000, width_mult=width_of(read_state_dict(path), path),
+                      padding="tf_same" if keras else "symmetric")
     report = load_pretrained(net, path)
     if report.missing:
         raise CheckpointError(f"{path}: not a MobileNetV2 ImageNet weight file (missing {report.missing[:5]})")
-    spec = {"image_size": 224, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
-            "eval_transform": transform_spec(compose(classification_eval(224))),
-            "class_names": list(MobileNet_V2_Weights.IMAGENET1K_V1.meta["categories"])}
+    size = (keras_resolution(path) or 224) if keras else 224
+    mean, std = (KERAS_MEAN, KERAS_STD) if keras else (IMAGENET_MEAN, IMAGENET_STD)
+    spec = {"image_size": size, "mean": list(mean), "std": list(std),
+            "eval_transform": transform_spec(compose(classification_eval(size), mean=mean, std=std)),
+            "class_names": imagenet_class_names()}
     return net.eval(), spec
 
 

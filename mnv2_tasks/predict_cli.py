@@ -253,6 +253,8 @@ def main(argv: list[str] | None = None) -> int:
                 for k, v in predictor.last_timing.items():
                     stages[k].append(v)
             t_write = time.perf_counter()
+            if "topk" in pred and kind == "images":  # the five best classes, as Keras's decode_predictions lists them
+                print(f"{name}: " + ", ".join(f"{n} {p:.3f}" for _, n, p in pred["topk"]))
             stamp = index / fps if kind == "video" and fps else None
             rec = json_records(name, pred, frame.shape[:2], stamp)
             records += rec if isinstance(rec, list) else [rec]

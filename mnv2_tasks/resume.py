@@ -85,7 +85,8 @@ def check_resume(cfg: DictConfig, ckpt: dict, path) -> list[str]:
     theirs, ours = _flat(recorded), _flat(_container(cfg))
     diffs = {k: (theirs.get(k, "<unset>"), ours.get(k, "<unset>")) for k in sorted(set(theirs) | set(ours))
              if theirs.get(k, "<unset>") != ours.get(k, "<unset>") and not k.startswith(_IGNORED)}
-    fixed = [f"{k}: {a!r} in the checkpoint, {b!r} now" for k, (a, b) in diffs.items() if k.startswith(_FIXED)]
+    # a setting the checkpoint does not record was added to the package since (its default keeps the old behaviour)
+    fixed = [f"{k}: {a!r} in the checkpoint, {b!r} now" for k, (a, b) in diffs.items() if k.startswith(_FIXED) and a != "<unset>"]
     if fixed:
         raise ResumeError(f"{path}: these settings cannot change when resuming a run:\n  " + "\n  ".join(fixed)
                           + "\nresume with the checkpoint's values, or start a new run from its weights (model.pretrained=...)")

@@ -224,6 +224,7 @@ def build_deeplabv3(
     decoder_low_chs: int = 48,
     aux: bool = False,
     pretrained_backbone: str | None = None,
+    padding: str = "symmetric",
 ) -> DeepLabV3:
     """DeepLabV3 on a MobileNetV2 backbone of ``width_mult``, dilated to ``output_stride`` (8, 16 or 32).
 
@@ -235,7 +236,7 @@ def build_deeplabv3(
     if num_classes < 1:
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
     taps = [_TAP_HIGH] + ([_TAP_LOW] if decoder else []) + ([_TAP_AUX] if aux else [])
-    backbone = MobileNetV2Backbone(width_mult, out_indices=taps, output_stride=output_stride)
+    backbone = MobileNetV2Backbone(width_mult, out_indices=taps, output_stride=output_stride, padding=padding)
     if pretrained_backbone:
         from .pretrained import load_pretrained
 

@@ -17,7 +17,7 @@ from .contract import TaskNet
 from .features import FeatureInfo
 from .results import classification_result
 
-__all__ = ["MobileNetV2", "MobileNetV2Backbone", "make_divisible", "INVERTED_RESIDUAL_SETTING", "TAPS"]
+__all__ = ["MobileNetV2", "MobileNetV2Backbone", "SamePad", "PADDINGS", "make_divisible", "INVERTED_RESIDUAL_SETTING", "TAPS"]
 
 # t: expansion, c: output channels (at width 1.0), n: repeats, s: stride of the first repeat.
 INVERTED_RESIDUAL_SETTING: list[list[int]] = [
@@ -58,8 +58,38 @@ def make_divisible(v: float, divisor: int = 8, min_value: int | None = None) -> 
     return new_v
 
 
+PADDINGS = ("symmetric", "tf_same")
+
+
+class SamePad(nn.Module):
+    """TensorFlow's ``same`` padding before a strided convolution: the total ``(ceil(in / s) - 1) * s + k - in`` split
+    with the extra pixel after (bottom, right), where PyTorch's symmetric padding puts one before and one after.
+    Networks trained in TensorFlow/Keras (their ImageNet MobileNetV2 weights) need it to reproduce their outputs."""
+
+    def __init__(self, kernel_size: int, stride: int, dilation: int = 1) -> None:
+        super().__init__()
+        self.kernel_size, self.stride, self.dilation = kernel_size, stride, dilation
+
+    def _total(self, size: int) -> int:
+        return max((-(-size // self.stride) - 1) * self.stride + (self.kernel_size - 1) * self.dilation + 1 - size, 0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ph, pw = self._total(x.shape[-2]), self._total(x.shape[-1])
+        return nn.functional.pad(x, [pw // 2, pw - pw // 2, ph // 2, ph - ph // 2])
+
+
+def _pad_for(kernel_size: int, stride: int, dilation: int, padding: str) -> tuple[nn.Module, int]:
+    """The module before a convolution and the convolution's own padding, for ``padding`` (``PADDINGS``)."""
+    if padding not in PADDINGS:
+        raise ValueError(f"padding={padding!r}: choose one of {PADDINGS} (tf_same: Keras/TensorFlow weights)")
+    if padding == "tf_same" and stride > 1:  # at stride 1 (odd kernels) TensorFlow's same is symmetric
+        return SamePad(kernel_size, stride, dilation), 0
+    return nn.Identity(), (kernel_size - 1) // 2 * dilation
+
+
 class ConvBNAct(nn.Module):
-    """Conv2d + BatchNorm + activation (None for linear), padding derived from kernel and dilation."""
+    """Conv2d + BatchNorm + activation (None for linear), padding derived from kernel and dilation
+    (``padding="tf_same"``: TensorFlow's, ``SamePad``)."""
 
     def __init__(
         self,
@@ -71,15 +101,16 @@ class ConvBNAct(nn.Module):
         groups: int = 1,
         norm_layer: Callable[..., nn.Module] = nn.BatchNorm2d,
         act_layer: Callable[..., nn.Module] | None = nn.ReLU6,
+        padding: str = "symmetric",
     ) -> None:
         super().__init__()
-        padding = (kernel_size - 1) // 2 * dilation
-        self.conv = nn.Conv2d(in_chs, out_chs, kernel_size, stride, padding, dilation, groups, bias=False)
+        self.pad, conv_padding = _pad_for(kernel_size, stride, dilation, padding)
+        self.conv = nn.Conv2d(in_chs, out_chs, kernel_size, stride, conv_padding, dilation, groups, bias=False)
         self.bn = norm_layer(out_chs)
         self.act = act_layer(inplace=True) if act_layer is not None else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.bn(self.conv(x)))
+        return self.act(self.bn(self.conv(self.pad(x))))
 
 
 class InvertedResidual(nn.Module):
@@ -98,6 +129,7 @@ class InvertedResidual(nn.Module):
         dilation: int = 1,
         norm_layer: Callable[..., nn.Module] = nn.BatchNorm2d,
         act_layer: Callable[..., nn.Module] = nn.ReLU6,
+        padding: str = "symmetric",
     ) -> None:
         super().__init__()
         mid_chs = int(round(in_chs * expand_ratio))
@@ -111,7 +143,8 @@ class InvertedResidual(nn.Module):
         else:
             self.conv_pw, self.bn1, self.act1 = nn.Identity(), nn.Identity(), nn.Identity()
         self.expansion = nn.Identity()
-        self.conv_dw = nn.Conv2d(mid_chs, mid_chs, 3, stride, dilation, dilation, groups=mid_chs, bias=False)
+        self.pad_dw, dw_padding = _pad_for(3, stride, dilation, padding)
+        self.conv_dw = nn.Conv2d(mid_chs, mid_chs, 3, stride, dw_padding, dilation, groups=mid_chs, bias=False)
         self.bn2 = norm_layer(mid_chs)
         self.act2 = act_layer(inplace=True)
         self.conv_pwl = nn.Conv2d(mid_chs, out_chs, 1, bias=False)
@@ -123,7 +156,7 @@ class InvertedResidual(nn.Module):
 
     def forward_rest(self, x: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
         """Depthwise + projection from the expansion output ``e``, plus the skip from ``x``."""
-        out = self.bn3(self.conv_pwl(self.act2(self.bn2(self.conv_dw(e)))))
+        out = self.bn3(self.conv_pwl(self.act2(self.bn2(self.conv_dw(self.pad_dw(e))))))
         return out + x if self.has_skip else out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -143,6 +176,7 @@ class _MobileNetV2Trunk(nn.Module):
         inverted_residual_setting: Sequence[Sequence[int]] | None = None,
         round_nearest: int = 8,
         with_head: bool = True,
+        padding: str = "symmetric",
     ) -> None:
         super().__init__()
         if not 0.1 <= width_mult <= 2.0:
@@ -153,10 +187,11 @@ class _MobileNetV2Trunk(nn.Module):
         setting = inverted_residual_setting or INVERTED_RESIDUAL_SETTING
         self.width_mult = width_mult
         self.output_stride = output_stride
+        self.padding = padding  # symmetric (PyTorch's) | tf_same (TensorFlow's, for Keras weights: SamePad)
 
         stem_chs = make_divisible(32 * width_mult, round_nearest)
         self.head_chs = make_divisible(1280 * max(1.0, width_mult), round_nearest)
-        self.stem = ConvBNAct(in_chans, stem_chs, 3, stride=2, norm_layer=norm_layer, act_layer=act_layer)
+        self.stem = ConvBNAct(in_chans, stem_chs, 3, stride=2, norm_layer=norm_layer, act_layer=act_layer, padding=padding)
 
         # Strides beyond output_stride become dilation (TF DeepLab's rule): the block that
         # would pass output_stride keeps its current rate, the blocks after it multiply it.
@@ -176,7 +211,7 @@ class _MobileNetV2Trunk(nn.Module):
                     block_stride, block_rate = stride, rate
                     current_stride *= stride
                 b = len(blocks)
-                block = InvertedResidual(in_chs, out_chs, block_stride, t, block_rate, norm_layer, act_layer)
+                block = InvertedResidual(in_chs, out_chs, block_stride, t, block_rate, norm_layer, act_layer, padding)
                 blocks.append(block)
                 if nominal in (2, 4, 8, 16, 32):  # the last block of each stride so far: overwritten by later ones
                     self._record_tap(nominal.bit_length() - 2, f"blocks.{b}", out_chs, current_stride, (b, False))
@@ -227,8 +262,10 @@ class MobileNetV2(_MobileNetV2Trunk, TaskNet):
         act_layer: Callable[..., nn.Module] = nn.ReLU6,
         inverted_residual_setting: Sequence[Sequence[int]] | None = None,
         round_nearest: int = 8,
+        padding: str = "symmetric",
     ) -> None:
-        super().__init__(width_mult, 32, in_chans, norm_layer, act_layer, inverted_residual_setting, round_nearest)
+        super().__init__(width_mult, 32, in_chans, norm_layer, act_layer, inverted_residual_setting, round_nearest,
+                         padding=padding)
         self.num_classes = num_classes
         self.dropout = nn.Dropout(p=dropout)
         self.classifier = nn.Linear(self.head_chs, num_classes)
@@ -296,13 +333,14 @@ class MobileNetV2Backbone(_MobileNetV2Trunk):
         inverted_residual_setting: Sequence[Sequence[int]] | None = None,
         round_nearest: int = 8,
         return_dict: bool = False,
+        padding: str = "symmetric",
     ) -> None:
         requested = {_TAP_ALIASES.get(i, i) if isinstance(i, str) else int(i) for i in out_indices}
         if not requested or not requested <= set(TAPS):
             raise ValueError(f"out_indices {tuple(out_indices)} must be non-empty and within {sorted(TAPS)} ({TAPS})")
         super().__init__(
             width_mult, output_stride, in_chans, norm_layer, act_layer, inverted_residual_setting, round_nearest,
-            with_head=5 in requested,
+            with_head=5 in requested, padding=padding,
         )
         missing = sorted(requested - set(self.taps))
         if missing:

@@ -1,4 +1,5 @@
-"""Load MobileNetV2 weights from a local file: torchvision's, timm's or this package's.
+"""Load MobileNetV2 weights from a local file: torchvision's, timm's, Keras's ``.h5`` (``keras_weights.py``) or this
+package's.
 
 Files are read with ``torch.load(weights_only=True)`` or safetensors, never unpickled.
 Names are translated onto this package's (see ``mobilenetv2.py``) by explicit rules, so a
@@ -48,6 +49,10 @@ def read_state_dict(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint file not found; pass the path of a .pth, .ckpt or .safetensors file")
+    from .keras_weights import is_keras_h5, read_keras_h5
+
+    if is_keras_h5(path):  # Keras's ImageNet weights: read into this package's names
+        return read_keras_h5(path)
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -162,6 +167,14 @@ def load_pretrained(module: nn.Module, path: str | Path, strict_shapes: bool = T
     if isinstance(state.get("state_dict"), dict):  # Lightning checkpoint
         state = state["state_dict"]
     fmt, prefix, translate = _detect(state, path)
+    from .keras_weights import is_keras_h5
+
+    if is_keras_h5(path):
+        fmt = "keras"
+        padding = {getattr(m, "padding", None) for m in module.modules() if hasattr(m, "taps")} - {None}
+        if padding and padding != {"tf_same"}:
+            log.warning("%s: Keras weights on a network with %s padding: its outputs will differ from Keras's (about 1 "
+                        "in the logits); build it with padding=tf_same (model.net.padding=tf_same)", path, padding.pop())
     target = module.state_dict()
     report = LoadReport(source_format=fmt)
     new_state: dict[str, torch.Tensor] = {}
@@ -187,6 +200,10 @@ def load_pretrained(module: nn.Module, path: str | Path, strict_shapes: bool = T
             new_state[dst] = value
             report.loaded.append(dst)
     report.missing = [k for k in target if k not in new_state and not k.endswith("num_batches_tracked")]
+    if fmt == "keras":
+        from .keras_weights import fold_keras_eps
+
+        fold_keras_eps(module, new_state)
     if not report.loaded:
         raise CheckpointError(f"{path}: no tensor matched the model ({fmt} format, prefix '{prefix}')")
     module.load_state_dict(new_state, strict=False)

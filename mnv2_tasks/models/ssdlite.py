@@ -281,6 +281,7 @@ def ssdlite_parts(
     deploy_postprocess: dict | None = None,
     postprocess_mode: str = "eval",
     bn_eps: float = 1e-3,
+    padding: str = "symmetric",
     bn_momentum: float = 0.03,
     extra_taps: Sequence[int | str] = (),
     stride8_level: bool = False,
@@ -308,7 +309,7 @@ def ssdlite_parts(
         raise ValueError(f"stride8_tap must be 'stride8' (blocks.5's output) or 'expansion8' (blocks.6's expansion), got {stride8_tap!r}")
     taps = ((stride8_tap,) if stride8_level else ()) + SSDLITE_TAPS
     backbone = MobileNetV2Backbone(width_mult, out_indices=tuple(dict.fromkeys((*extra_taps, *(TAP_INDEX[t] for t in taps)))),
-                                   norm_layer=norm_layer)
+                                   norm_layer=norm_layer, padding=padding)
     # the detector's levels among the backbone's outputs (which come in network order)
     levels = [backbone.out_indices.index(TAP_INDEX[t]) for t in taps]
     tap_channels = [backbone.feature_info.channels(i) for i in levels]
