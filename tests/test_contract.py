@@ -52,7 +52,7 @@ def build_toy_head(num_classes: int, width_mult: float = 0.35) -> ToyHead:
 def test_a_new_head_trains_quantizes_exports_and_evaluates_in_onnx_runtime(make_cfg):
     from mnv2_tasks.train import train
 
-    cfg = make_cfg("task=classification", "model.net._target_=test_contract.build_toy_head", "~model.net.dropout",
+    cfg = make_cfg("task=classification", "model.net._target_=test_contract.build_toy_head", "~model.net.dropout", "~model.net.padding",
                    "data.batch_size=8", "data.num_workers=0", "trainer.max_epochs=1",
                    "quant=ptq", "quant.num_calibration_images=8")
     metrics = train(cfg)

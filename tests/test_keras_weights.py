@@ -12,7 +12,7 @@ import torch
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
-keras = pytest.importorskip("keras", reason="Keras 3 is in the dev extra")  # noqa: E402
+import keras  # noqa: E402 - Keras 3 is in the dev extra: set its backend first
 
 from mnv2_tasks.models import MobileNetV2  # noqa: E402
 from mnv2_tasks.models.keras_weights import keras_resolution, read_keras_h5  # noqa: E402

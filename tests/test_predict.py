@@ -111,7 +111,14 @@ def test_torchvision_imagenet_weights_print_imagenet_classes(tmp_path, shapes_ro
     assert predict_main([str(tmp_path / "mobilenet_v2.pth"), str(image), "--out", str(tmp_path / "p"), "--json"]) == 0
     top5 = json.loads((tmp_path / "p" / "predictions.json").read_text())[0]["topk"]
     categories = MobileNet_V2_Weights.IMAGENET1K_V1.meta["categories"]
-    assert len(top5) == 5 and all(t["name"] == categories[t["label"]] for t in top5)
+    # as Keras's decode_predictions: the WordNet id and the name (index 281: n02123045, tabby)
+    assert len(top5) == 5 and all(t["name"].split(" ", 1)[1] == categories[t["label"]] for t in top5)
+    assert all(t["name"].split(" ", 1)[0].startswith("n") and len(t["name"].split(" ", 1)[0]) == 9 for t in top5)
+    from mnv2_tasks.predict import imagenet_class_names
+
+    assert imagenet_class_names()[281] == "n02123045 tabby"
+    printed = capsys.readouterr().out
+    assert f"{image}: " + ", ".join(f"{t['name']} {t['score']:.3f}" for t in top5) in printed  # the top-5, printed
     assert (tmp_path / "p" / f"{image.stem}.pred.png").is_file()
 
 

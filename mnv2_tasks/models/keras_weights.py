@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .errors import CheckpointError
+
 __all__ = ["is_keras_h5", "read_keras_h5", "keras_resolution", "fold_keras_eps", "KERAS_MEAN", "KERAS_STD", "KERAS_BN_EPS"]
 
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
@@ -81,8 +83,6 @@ def _tensor(layer: str, weight: str, value: np.ndarray) -> tuple[str, torch.Tens
 
 def read_keras_h5(path: str | Path) -> dict[str, torch.Tensor]:
     """A Keras MobileNetV2 ``.h5`` (weights only, or a whole saved model) as a state dict in this package's names."""
-    from .pretrained import CheckpointError
-
     try:
         import h5py
     except ImportError:

@@ -17,15 +17,12 @@ from typing import Callable
 import torch
 from torch import nn
 
+from .errors import CheckpointError
 from .mobilenetv2 import INVERTED_RESIDUAL_SETTING
 
 log = logging.getLogger(__name__)
 
 __all__ = ["load_pretrained", "read_state_dict", "width_of", "LoadReport", "CheckpointError"]
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file that cannot be loaded as asked; the message names the file and the fix."""
 
 
 @dataclass
