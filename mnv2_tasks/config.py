@@ -104,20 +104,28 @@ def scale_lr(cfg) -> None:
         "accumulated; tuned for %d)", rule, lr, lr * factor, global_batch, per_process, world, accumulate, base)
 
 
-def padding_for_weights(cfg) -> None:
-    """``model.pretrained=<Keras .h5>``: Keras's weights were trained with TensorFlow's ``same`` padding, so the network
-    is built with ``model.net.padding=tf_same`` (written into ``cfg``, hence recorded in checkpoints and exported
-    files), and the log says so. A network config without a ``padding`` setting is left as it is."""
+def settings_for_weights(cfg, path=None) -> None:
+    """``model.pretrained=<Keras .h5>`` (or ``path``, the weights ``tools/eval.py`` evaluates): Keras's weights were trained with TensorFlow's ``same`` padding on inputs scaled
+    to [-1, 1], so the network is built with ``model.net.padding=tf_same`` and the data normalised with mean = std =
+    0.5 (``data.mean``, ``data.std``), unless set otherwise; both are written into ``cfg`` (hence recorded in
+    checkpoints and exported files) and logged. A network config without a ``padding`` setting keeps its own."""
     import logging
 
     from omegaconf import open_dict
 
-    from .models.keras_weights import is_keras_h5
+    from .models.keras_weights import KERAS_MEAN, KERAS_STD, is_keras_h5
 
-    path = cfg.model.get("pretrained")
-    if not path or not is_keras_h5(path) or "padding" not in cfg.model.net or cfg.model.net.padding == "tf_same":
+    path = path or cfg.model.get("pretrained")
+    if not path or not is_keras_h5(path):
         return
+    said = []
     with open_dict(cfg):
-        cfg.model.net.padding = "tf_same"
-    logging.getLogger(__name__).info("model.pretrained=%s is a Keras file: model.net.padding=tf_same (TensorFlow's "
-                                     "padding, which its weights were trained with)", path)
+        if "padding" in cfg.model.net and cfg.model.net.padding != "tf_same":
+            cfg.model.net.padding = "tf_same"
+            said.append("model.net.padding=tf_same")
+        if cfg.data.get("mean") is None and cfg.data.get("std") is None:
+            cfg.data.mean, cfg.data.std = list(KERAS_MEAN), list(KERAS_STD)
+            said.append("data.mean=data.std=[0.5, 0.5, 0.5]")
+    if said:
+        logging.getLogger(__name__).info("%s is a Keras file, trained with TensorFlow's padding on [-1, 1] "
+                                         "inputs: %s", path, ", ".join(said))

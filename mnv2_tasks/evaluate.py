@@ -22,7 +22,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from .checkpoint import check_categories, check_compatible, read_checkpoint
-from .config import classes_from_data
+from .config import classes_from_data, settings_for_weights
 from .models.pretrained import CheckpointError, load_pretrained
 
 log = logging.getLogger(__name__)
@@ -88,6 +88,7 @@ def evaluate(cfg: DictConfig) -> dict:
     check_config(cfg)
     ckpt = Path(cfg.ckpt)
     device = _device(cfg.get("device", "auto"))
+    settings_for_weights(cfg, ckpt)  # a Keras .h5: TensorFlow's padding and [-1, 1] inputs
     datamodule = instantiate(cfg.data)
     classes_from_data(cfg, datamodule)
     module = instantiate(cfg.model)

@@ -16,7 +16,7 @@ from .atomic_files import AtomicCheckpointIO, check_free_space, check_writable
 from .checkpoint import check_compatible
 from .divergence import DivergedError, DivergenceGuard
 from .resume import RecordConfig, check_resume, resolve_ckpt_path
-from .config import classes_from_data, padding_for_weights, scale_lr
+from .config import classes_from_data, scale_lr, settings_for_weights
 from .config_check import check_config
 from .models.contract import net_class
 from .plots import plot_training_curves
@@ -100,7 +100,7 @@ def train(cfg: DictConfig) -> dict:
         L.seed_everything(cfg.seed, workers=True)
 
     scale_lr(cfg)  # lr_scaling.rule: the lr follows the global batch (said in the log)
-    padding_for_weights(cfg)  # Keras weights: TensorFlow's padding
+    settings_for_weights(cfg)  # Keras weights: TensorFlow's padding and [-1, 1] inputs
     datamodule = instantiate(cfg.data)
     classes_from_data(cfg, datamodule)  # data.num_classes: null -> the data's own count
     datamodule.config = OmegaConf.to_container(cfg.data, resolve=True)  # recorded in checkpoints and exported files

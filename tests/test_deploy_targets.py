@@ -201,7 +201,7 @@ def test_qat_with_every_target_writes_and_evaluates_each_in_its_runtime(qat_all_
     out, saved = qat_all_targets.dir, qat_all_targets.metrics
     assert saved["quant_scheme"] == "s8sym"
     for name in ("model.fp32.onnx", "model.int8.onnx", "model.fp32.xml", "model.int8.xml", "model.int8.bin",
-                 "model.fp32.pte", "model.int8.pte", "model.int8.trt.onnx"):
+                 "model.fp32.pte", "model.int8.pte", "model.int8.trt.onnx", "model.fp32.ncnn.param", "model.fp32.ncnn.bin"):
         assert (out / name).is_file(), name
     # the float files are the float network (the QAT run's starting point) in every runtime: the same detections.
     # Compared detection by detection, not by mAP: this two-epoch detector's scores are near-ties (0.2 +- 0.005), so
@@ -211,7 +211,7 @@ def test_qat_with_every_target_writes_and_evaluates_each_in_its_runtime(qat_all_
     with torch.no_grad():
         ref = net(images.contiguous(memory_format=torch.channels_last))
     assert sum(len(r["boxes"]) for r in ref) > 0
-    for key in ("onnx", "openvino", "executorch"):
+    for key in ("onnx", "openvino", "executorch", "ncnn"):
         assert _matched(open_model(out / saved[f"{key}_fp32_file"])(images), ref) >= 0.9, key
         assert saved[f"{key}_fp32_mAP"] == pytest.approx(saved["torch_fp32_mAP"], abs=0.02), key
     for key in ("onnx", "openvino", "executorch", "tensorrt"):

@@ -19,13 +19,14 @@ from mnv2_tasks.models.keras_weights import keras_resolution, read_keras_h5  # n
 from mnv2_tasks.models.pretrained import load_pretrained, width_of  # noqa: E402
 
 
-def _keras_file(tmp_path, alpha: float, res: int, top: bool = True):
+def _keras_file(tmp_path, alpha: float, res: int, top: bool = True, classes: int = 1000):
     """A Keras MobileNetV2 with random weights and BatchNorm statistics, saved as Keras publishes its weights."""
     import h5py
     from keras.src.legacy.saving import legacy_h5_format
 
+    tmp_path.mkdir(parents=True, exist_ok=True)
     model = keras.applications.MobileNetV2(alpha=alpha, input_shape=(res, res, 3), weights=None, include_top=top,
-                                           classifier_activation=None, pooling=None if top else "avg")
+                                           classes=classes, classifier_activation=None, pooling=None if top else "avg")
     rng = np.random.default_rng(int(alpha * 100) + res)
     for layer in model.layers:  # kernels He-like, BatchNorm affine random
         for w in layer.weights:
@@ -87,3 +88,41 @@ def test_a_keras_file_without_top_loads_into_a_backbone(tmp_path):
     with torch.no_grad():
         ours = full.forward_features(torch.from_numpy(x).permute(0, 3, 1, 2)).mean((2, 3)).numpy()
     assert np.abs(ours - pooled).max() < 1e-4
+
+
+@pytest.mark.slow  # a training run and a Keras pass over the validation set
+def test_training_and_evaluation_from_a_keras_file_take_its_padding_and_preprocessing(tmp_path, make_cfg, caplog):
+    """model.pretrained=<Keras .h5> builds the network with TensorFlow's padding and normalises inputs to [-1, 1];
+    both are recorded in the checkpoint, and tools/eval.py on the .h5 itself does the same."""
+    from mnv2_tasks.checkpoint import load_model
+    from mnv2_tasks.evaluate import evaluate
+    from mnv2_tasks.train import train
+
+    _, path = _keras_file(tmp_path, 0.35, 96)
+    cfg = make_cfg("debug=tiny_classification", "trainer.max_epochs=1", f"model.pretrained={path}")
+    with caplog.at_level("INFO"):
+        train(cfg)
+    assert "model.net.padding=tf_same, data.mean=data.std=[0.5, 0.5, 0.5]" in caplog.text
+    net = load_model(f"{cfg.paths.output_dir}/checkpoints/last.ckpt")
+    assert net.padding == "tf_same" and net.input_spec["mean"] == [0.5, 0.5, 0.5] == net.input_spec["std"]
+    # tools/eval.py on a Keras file itself: its top-1 on the embedded set is the top-1 of Keras's own predictions on
+    # the same preprocessed images (resize, centre crop, then [-1, 1])
+    model, four = _keras_file(tmp_path / "four", 0.35, 48, classes=4)
+    ev = make_cfg("debug=tiny_classification", f"ckpt={four}", config_name="eval")
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        metrics = evaluate(ev)
+    assert "is a Keras file" in caplog.text
+    from hydra.utils import instantiate
+
+    settings = make_cfg("debug=tiny_classification", "data.mean=[0.5,0.5,0.5]", "data.std=[0.5,0.5,0.5]")
+    dm = instantiate(settings.data)
+    dm.setup("validate")
+    hits = total = 0
+    for batch in dm.val_dataloader():
+        images, labels = batch["image"], batch["target"]
+        logits = np.asarray(model(images.permute(0, 2, 3, 1).numpy(), training=False).detach().cpu())
+        hits += int((logits.argmax(1) == labels.numpy()).sum())
+        total += len(labels)
+    assert metrics["num_samples"] == total
+    assert metrics["top1"] == pytest.approx(hits / total, abs=1e-6)  # (a float32 metric)

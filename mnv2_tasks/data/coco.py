@@ -307,8 +307,10 @@ class CocoDataModule(TaskDataModule):
         shapes_root: str | None = None,
         preflight: bool = True,
         cache_images: bool = False,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
     ) -> None:
-        super().__init__(batch_size, eval_batch_size, num_workers, shapes_root, on_bad, preflight)
+        super().__init__(batch_size, eval_batch_size, num_workers, shapes_root, on_bad, preflight, mean, std)
         self.cache_images = cache_images
         self.root = Path(root)
         self.expected_num_classes = num_classes
@@ -316,8 +318,8 @@ class CocoDataModule(TaskDataModule):
         self.val_ann_file, self.val_img_dir = self.root / val_ann_file, self.root / val_img_dir
         self.image_size = image_size
         augment = list(train_transforms) if train_transforms is not None else ssd_train_transforms()
-        self.train_tf = detection_pipeline(augment, image_size, min_size=min_box_size)
-        self.eval_tf = detection_pipeline([], image_size, min_size=min_box_size)
+        self.train_tf = detection_pipeline(augment, image_size, min_size=min_box_size, mean=self.mean, std=self.std)
+        self.eval_tf = detection_pipeline([], image_size, min_size=min_box_size, mean=self.mean, std=self.std)
         self.box_tolerance = box_tolerance
 
     def _dataset(self, ann_file: Path, img_dir: Path, transform, cat_ids=None, data: dict | None = None) -> CocoDetection:

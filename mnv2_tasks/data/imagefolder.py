@@ -82,13 +82,17 @@ class ImageFolderDataModule(TaskDataModule):
         num_classes: int | None = None,
         on_bad: str = "error",
         preflight: bool = True,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
     ) -> None:
-        super().__init__(batch_size, eval_batch_size, num_workers, shapes_root, on_bad, preflight)
+        super().__init__(batch_size, eval_batch_size, num_workers, shapes_root, on_bad, preflight, mean, std)
         self.root = Path(root)
         self.expected_num_classes = num_classes  # data.num_classes, checked against the class folders
         self.image_size = image_size
-        self.train_tf = compose(train_transforms if train_transforms is not None else classification_train(image_size))
-        self.eval_tf = compose(eval_transforms if eval_transforms is not None else classification_eval(image_size))
+        self.train_tf = compose(train_transforms if train_transforms is not None else classification_train(image_size),
+                                self.mean, self.std)
+        self.eval_tf = compose(eval_transforms if eval_transforms is not None else classification_eval(image_size),
+                               self.mean, self.std)
         self.train_split, self.val_split = train_split, val_split
         self._check_sizes()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import lightning as L
 import torch
@@ -124,8 +124,15 @@ class TaskDataModule(L.LightningDataModule):
     eval_tf = None  # the validation pipeline (albumentations), built by the subclass
 
     def __init__(self, batch_size: int, eval_batch_size: int | None = None, num_workers: int | str = 4,
-                 shapes_root: str | None = None, on_bad: str = "error", preflight: bool = True) -> None:
+                 shapes_root: str | None = None, on_bad: str = "error", preflight: bool = True,
+                 mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> None:
         super().__init__()
+        from .transforms import IMAGENET_MEAN, IMAGENET_STD
+
+        # the input normalisation (pixels / 255 - mean) / std: ImageNet's, or the pretrained weights' own (Keras's:
+        # 0.5, 0.5; config.settings_for_weights sets it); recorded in checkpoints (input_spec) for inference
+        self.mean = tuple(float(v) for v in (mean if mean is not None else IMAGENET_MEAN))
+        self.std = tuple(float(v) for v in (std if std is not None else IMAGENET_STD))
         if on_bad not in ("error", "warn"):
             raise ValueError(f"data.on_bad must be 'error' (stop before training) or 'warn' (skip bad samples), got {on_bad!r}")
         self.on_bad, self.preflight = on_bad, preflight
@@ -141,10 +148,9 @@ class TaskDataModule(L.LightningDataModule):
         """What inference needs to feed a model as evaluation on this data does (recorded in checkpoints):
         the eval transforms themselves (``data/inference.py``), the size, the normalisation, the classes."""
         from .inference import transform_spec
-        from .transforms import IMAGENET_MEAN, IMAGENET_STD
 
         names = self.class_names
-        return {"image_size": self.image_size, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
+        return {"image_size": self.image_size, "mean": list(self.mean), "std": list(self.std),
                 "eval_transform": transform_spec(self.eval_tf),
                 "class_names": list(names) if names is not None else None,
                 "category_ids": list(self.category_ids) if self.category_ids is not None else None,

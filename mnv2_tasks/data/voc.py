@@ -168,15 +168,18 @@ class SegmentationDataModule(TaskDataModule):
         shapes_root: str | None = None,
         on_bad: str = "error",
         preflight: bool = True,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
     ) -> None:
-        super().__init__(batch_size, eval_batch_size, num_workers, shapes_root, on_bad, preflight)
+        super().__init__(batch_size, eval_batch_size, num_workers, shapes_root, on_bad, preflight, mean, std)
         if class_names is not None and len(class_names) != num_classes:
             raise ValueError(f"class_names has {len(class_names)} names but num_classes is {num_classes}")
         self.num_classes = num_classes
         self.class_names = list(class_names) if class_names is not None else [f"class_{i}" for i in range(num_classes)]
         train_tf = train_transforms if train_transforms is not None else segmentation_train(crop_size, tuple(scale))
-        self.train_tf = seg_compose(train_tf)
-        self.eval_tf = seg_compose(eval_transforms if eval_transforms is not None else segmentation_eval())
+        self.train_tf = seg_compose(train_tf, mean=self.mean, std=self.std)
+        self.eval_tf = seg_compose(eval_transforms if eval_transforms is not None else segmentation_eval(), mean=self.mean,
+                                   std=self.std)
         self.train_split, self.val_split = train_split, val_split
 
     def make_dataset(self, split: str, transform: A.Compose) -> Dataset:

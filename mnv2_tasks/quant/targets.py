@@ -7,6 +7,7 @@ target         runtime                     files (``<stem>.<precision>...``)  in
 ``openvino``   OpenVINO (IR)               ``.fp32.xml``, ``.int8.xml`` (+bin) u8, s8, s8sym
 ``executorch`` ExecuTorch, XNNPACK         ``.fp32.pte``, ``.int8.pte``        s8, s8sym
 ``tensorrt``   TensorRT (explicit Q/DQ)    ``.int8.trt.onnx``                  s8sym
+``ncnn``       NCNN (pnnx)                 ``.fp32.ncnn.param`` (+bin, json)   none: fp32 only
 =============  ==========================  =================================  ==================
 
 A ``Target`` record names the target (``quant.targets=[...]``, ``mnv2-export --format``), how
@@ -102,6 +103,9 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
            extra="executorch"),
     Target("tensorrt", "TensorRT-ready Q/DQ (in ONNX Runtime)", ".trt.onnx", ("s8sym",), ("int8",),
            writer=_lazy(".tensorrt_target", "write_tensorrt"), runner=_lazy(".ort_runner", "OrtModel")),
+    Target("ncnn", "NCNN", ".ncnn.param", (), ("fp32",),
+           writer=_lazy(".ncnn_runtime", "write_target"), runner=_lazy(".ncnn_runtime", "NcnnModel"),
+           extra="ncnn", companions=(".bin", ".json")),
 )}
 
 
@@ -120,8 +124,11 @@ def check_targets(targets: str | Iterable[str]) -> list[str]:
 
 
 def scheme_for(targets: Sequence[str], scheme: str = "auto") -> str:
-    """The int8 scheme for ``targets``: ``scheme`` if every target takes it, else an error; ``auto``: the first that all take."""
-    targets = check_targets(targets)
+    """The int8 scheme for ``targets``: ``scheme`` if every target takes it, else an error; ``auto``: the first that all take.
+    Targets without int8 files (NCNN) take part in none."""
+    targets = [t for t in check_targets(targets) if "int8" in TARGETS[t].precisions]
+    if not targets:
+        return "s8" if scheme == "auto" else check_scheme(scheme)
     if scheme != "auto":
         check_scheme(scheme)
         refusing = [t for t in targets if scheme not in TARGETS[t].schemes]
