@@ -126,6 +126,8 @@ def _variants(formats: list[str]) -> list[tuple[str, str, str | None]]:
     rows: list[tuple[str, str, str | None]] = [("PyTorch eager", "fp32", None)]
     for name in [REFERENCE, *[t for t in formats if t != REFERENCE]]:
         spec = TARGETS[name]
+        if not spec.runs_here():  # Core ML off macOS: nothing to time
+            continue
         rows += [(spec.display, p, name) for p in spec.precisions]
         if name == REFERENCE:
             rows.append((ORT_QUANTIZER, "int8", None))

@@ -23,7 +23,7 @@ from ..checkpoint import MODEL_FIELD, OLD_FILE_SCHEME, model_json
 from ..models.contract import pad_batch
 from .runners import open_model
 from .pt2e import QuantNet, convert
-from .targets import check_targets, scheme_for, target_file, targets_metadata, write_targets
+from .targets import check_targets, runs_here, scheme_for, target_file, targets_metadata, write_targets
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,10 @@ def evaluate_and_export(
     loader = datamodule.val_dataloader()
     int8_torch = QuantNet(converted, float_net).eval()
     runners = {"torch_fp32": float_net, "torch_int8": int8_torch}
-    runners.update({k: open_model(p, ort_threads) for k, p in files.items()})
+    runners.update({k: open_model(p, ort_threads) for k, p in files.items() if runs_here(k)})
+    for k in [k for k in files if not runs_here(k)]:
+        log.info("%s: %s written and its spec checked; its runtime does not run on this machine, so it is not evaluated",
+                 mode, files[k].name)
     was_training = pl_module.training
     pl_module.eval()
     try:

@@ -84,4 +84,6 @@ def file_bytes(path: str | Path) -> int:
     """Bytes of an exported model: the file and the companions its target declares (OpenVINO's ``.bin``)."""
     from .targets import target_of_file
 
-    return sum(f.stat().st_size for f in target_of_file(path).files_of(path) if f.is_file())
+    files = target_of_file(path).files_of(path)
+    return sum(f.stat().st_size for f in files if f.is_file()) + sum(  # a package (Core ML's .mlpackage): its files
+        g.stat().st_size for f in files if f.is_dir() for g in f.rglob("*") if g.is_file())

@@ -8,6 +8,7 @@ target         runtime                     files (``<stem>.<precision>...``)  in
 ``executorch`` ExecuTorch, XNNPACK         ``.fp32.pte``, ``.int8.pte``        s8, s8sym
 ``tensorrt``   TensorRT (explicit Q/DQ)    ``.int8.trt.onnx``                  s8sym
 ``ncnn``       NCNN (pnnx)                 ``.fp32.ncnn.param`` (+bin, json)   none: fp32 only
+``coreml``     Core ML (macOS/iOS)         ``.fp32.mlpackage``, ``.int8...``   none: int8 weights
 =============  ==========================  =================================  ==================
 
 A ``Target`` record names the target (``quant.targets=[...]``, ``mnv2-export --format``), how
@@ -28,6 +29,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -39,7 +41,7 @@ from .onnx_export import OPSET
 from .quantizer import SCHEMES, check_scheme
 
 __all__ = ["Target", "TARGETS", "ExportJob", "check_targets", "scheme_for", "target_file", "write_targets",
-           "target_of_file", "model_suffixes", "TargetError", "targets_metadata"]
+           "target_of_file", "model_suffixes", "TargetError", "targets_metadata", "runs_here"]
 
 
 class TargetError(ValueError):
@@ -70,6 +72,10 @@ class Target:
         runner: ``runner(path, threads) -> ExportedModel``: the file in its runtime.
         extra: the optional extra that installs the runtime (``pip install 'mnv2_tasks[<extra>]'``); ``None``: core.
         companions: suffixes of files that travel beside the model file (OpenVINO's ``.bin``).
+        runs_here: whether the runtime runs on this machine (Core ML: macOS only); where it does not, files are
+            written and checked by their writer, and not evaluated or benchmarked.
+
+    A target with no ``schemes`` (NCNN, Core ML) takes no part in choosing the PT2E int8 scheme.
     """
 
     name: str
@@ -81,6 +87,7 @@ class Target:
     runner: Callable = field(repr=False)
     extra: str | None = None
     companions: tuple[str, ...] = ()
+    runs_here: Callable[[], bool] = field(default=lambda: True, repr=False)
 
     def file(self, stem: str, precision: str) -> str | None:
         """``<stem>.<precision><suffix>``, or ``None`` where the target has no file of that precision."""
@@ -106,6 +113,9 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
     Target("ncnn", "NCNN", ".ncnn.param", (), ("fp32",),
            writer=_lazy(".ncnn_runtime", "write_target"), runner=_lazy(".ncnn_runtime", "NcnnModel"),
            extra="ncnn", companions=(".bin", ".json")),
+    Target("coreml", "Core ML", ".mlpackage", (), ("fp32", "int8"),
+           writer=_lazy(".coreml_target", "write_target"), runner=_lazy(".coreml_target", "CoremlModel"),
+           extra="coreml", runs_here=_lazy(".coreml_target", "runs_here")),
 )}
 
 
@@ -125,8 +135,8 @@ def check_targets(targets: str | Iterable[str]) -> list[str]:
 
 def scheme_for(targets: Sequence[str], scheme: str = "auto") -> str:
     """The int8 scheme for ``targets``: ``scheme`` if every target takes it, else an error; ``auto``: the first that all take.
-    Targets without int8 files (NCNN) take part in none."""
-    targets = [t for t in check_targets(targets) if "int8" in TARGETS[t].precisions]
+    Targets without a PT2E scheme (NCNN, Core ML) take part in none."""
+    targets = [t for t in check_targets(targets) if TARGETS[t].schemes]
     if not targets:
         return "s8" if scheme == "auto" else check_scheme(scheme)
     if scheme != "auto":
@@ -230,11 +240,21 @@ def write_targets(
             paths[name] = final
         for tmp, final in moves:
             if tmp.exists():
+                if tmp.is_dir() and final.is_dir():  # a package (Core ML's .mlpackage) replaces the previous one
+                    shutil.rmtree(final)
                 os.replace(tmp, final)
     finally:
         for tmp in [t for t, _ in moves] + ([job._onnx] if job._onnx is not None else []):
-            tmp.unlink(missing_ok=True)
+            if tmp.is_dir():
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                tmp.unlink(missing_ok=True)
     return paths
+
+
+def runs_here(key: str) -> bool:
+    """Whether the file ``<target>_<precision>`` (``key``) can run on this machine (``Target.runs_here``)."""
+    return TARGETS[key.rsplit("_", 1)[0]].runs_here()
 
 
 def targets_metadata(targets: Sequence[str], scheme: str) -> dict[str, str]:
