@@ -44,7 +44,7 @@ def classifier(shapes_root):
 
 
 def test_targets_choose_one_scheme_every_target_takes():
-    assert check_targets("all") == ["onnx", "openvino", "executorch", "tensorrt"]
+    assert check_targets("all") == ["onnx", "openvino", "executorch", "tensorrt", "ncnn", "coreml"]
     assert check_targets(["tensorrt", "onnx"]) == ["onnx", "tensorrt"]  # table order
     assert scheme_for(["onnx"]) == "u8" and scheme_for(["onnx", "openvino"]) == "u8"
     assert scheme_for(["onnx", "executorch"]) == "s8"
