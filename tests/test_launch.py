@@ -189,7 +189,7 @@ def test_torchrun_detection_one_run_dir_and_metrics_of_one_process(tmp_path, sha
 
 
 @pytest.mark.slow
-def test_torchrun_killed_job_relaunched_with_ckpt_path_last_resumes_at_the_right_step(tmp_path, shapes_root):
+def test_torchrun_killed_job_relaunched_with_ckpt_path_last_resumes_at_the_right_step(tmp_path, shapes_root, make_cfg):
     # small batches: epochs long enough (a second or so) for the kill to land inside the run
     args = ["debug=tiny_classification", "data.batch_size=2", "trainer.max_epochs=4", "run_name=requeued", "ckpt_path=last"]
     run = tmp_path / "outputs" / "classification" / "requeued"
@@ -212,6 +212,9 @@ def test_torchrun_killed_job_relaunched_with_ckpt_path_last_resumes_at_the_right
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["ended"] == "completed" and metrics["epochs"] == 4
     assert _only_run(tmp_path, "classification") == run
+    single = evaluate(make_cfg("debug=tiny_classification", f"ckpt={last}", config_name="eval"))  # the same, in one process
+    assert metrics["num_samples"] == single["num_samples"]
+    assert metrics["top1"] == pytest.approx(single["top1"], abs=1e-6) and metrics["top5"] == pytest.approx(single["top5"], abs=1e-6)
 
 
 @pytest.mark.slow

@@ -11,6 +11,7 @@ from mnv2_tasks.quant.runners import open_model
 from mnv2_tasks.quant.targets import scheme_for
 
 
+@pytest.mark.slow  # an export, two evaluations, and the shared tiny classifier in this file's worker
 def test_a_classifier_runs_in_ncnn_as_in_pytorch(tiny_classifier, shapes_root, tmp_path, make_cfg):
     data = f"paths.data_dir={shapes_root}"
     rep = export_checkpoint(str(tiny_classifier.last), "fp32", out_dir=tmp_path, formats=["ncnn"], check_images=3,
