@@ -19,7 +19,8 @@ at batch 1 and 8 with ``--threads`` threads, in alternating rounds in this one p
 are the files'. With a checkpoint, each row's metric on the embedded validation set through the
 task's own metric code; without, the network is untrained (BatchNorm statistics estimated on
 embedded images) and the metric column is empty. ``--json FILE`` writes the rows as objects with
-keys ``task, runtime, precision, batch, p50_ms, p99_ms, size_mb, metric``. ``--profile`` adds the
+keys ``task, runtime, precision, batch, p50_ms, p99_ms, round_p50_ms, vs_ref (median, _min, _max over rounds of
+each round's speed ratio to ORT fp32), size_mb, metric``. ``--profile`` adds the
 slowest ops of the fastest int8 runtime (OpenVINO's performance counters or ORT's profiler).
 """
 
@@ -237,24 +238,32 @@ def bench_task(task: str, args, opts) -> tuple[str, list[dict]]:
         size_mb = _size_mb(files[key]) if key in files else sum(p.numel() * 4 for p in net.parameters()) / 2**20
         for b in batches:
             runs = times[(*key, b)]
+            per_round = [statistics.median(r) for r in runs]
+            # the speed against ORT fp32 in each round (the rounds alternate, so each ratio compares runs made side by
+            # side): its spread over rounds says whether a difference between two rows is more than noise
+            ref_rounds = [statistics.median(r) for r in times[(TARGETS[REFERENCE].display, "fp32", b)]]
+            ratios = [a / t for a, t in zip(ref_rounds, per_round)]
             rows.append({"task": task, "runtime": key[0], "precision": key[1], "batch": b,
-                         "p50_ms": round(statistics.median(statistics.median(r) for r in runs), 3),
+                         "p50_ms": round(statistics.median(per_round), 3),
                          "p99_ms": round(float(np.percentile([t for r in runs for t in r], 99)), 3),
+                         "round_p50_ms": [round(v, 3) for v in per_round],
+                         "vs_ref": round(statistics.median(ratios), 3), "vs_ref_min": round(min(ratios), 3),
+                         "vs_ref_max": round(max(ratios), 3),
                          "size_mb": round(size_mb, 3), "metric": metric, "source": sources.get(key, "")})
-    ref_name = TARGETS[REFERENCE].display
-    ref = {r["batch"]: r["p50_ms"] for r in rows if r["runtime"] == ref_name and r["precision"] == "fp32"}
     head = (f"{task} at {size}x{size}, {args.threads} threads, CPU int8 path: {cpu_int8_flags()}"
             + (f", checkpoint {ckpt}" if ckpt else ", untrained weights"))
     if ckpt and tuple(val_example.shape[-2:]) != (size, size):
         head += f" (metrics need --deploy-size {val_example.shape[-1]}, the trained size)"
-    lines = [head, "", "| runtime | precision | int8 from | " + " | ".join(f"b{b} p50 / p99 (ms)" for b in batches)
-             + " | vs ORT fp32 (b1) | size (MB) | " + (metric_key if ckpt else "metric") + " |",
+    lines = [head + f"; vs ORT fp32: the median over {args.rounds} alternating rounds of each round's speed ratio "
+             "[lowest, highest]", "",
+             "| runtime | precision | int8 from | " + " | ".join(f"b{b} p50 / p99 (ms)" for b in batches)
+             + f" | vs ORT fp32 (b{batches[0]}) | size (MB) | " + (metric_key if ckpt else "metric") + " |",
              "|---|---|---|" + "---:|" * len(batches) + "---:|---:|---:|"]
     for key in order:
         rs = {r["batch"]: r for r in rows if (r["runtime"], r["precision"]) == key}
         r0 = rs[batches[0]]
         lines.append(f"| {key[0]} | {key[1]} | {r0['source']} | " + " | ".join(f"{rs[b]['p50_ms']:.2f} / {rs[b]['p99_ms']:.2f}" for b in batches)
-                     + f" | {ref[batches[0]] / r0['p50_ms']:.2f}x | {r0['size_mb']:.2f} | "
+                     + f" | {r0['vs_ref']:.2f}x [{r0['vs_ref_min']:.2f}, {r0['vs_ref_max']:.2f}] | {r0['size_mb']:.2f} | "
                      + (f"{r0['metric']:.4f}" if r0["metric"] is not None else "") + " |")
     if getattr(opts, "profile", False):
         int8 = [r for r in rows if r["precision"] == "int8" and r["batch"] == batches[0] and _profiles(models[(r["runtime"], "int8")])]
