@@ -15,6 +15,9 @@ os.environ.setdefault("KERAS_BACKEND", "torch")
 import keras  # noqa: E402 - Keras 3 is in the dev extra: set its backend first
 
 from mnv2_tasks.models import MobileNetV2  # noqa: E402
+
+# Keras models built, randomised, calibrated and run: ~45 s in all, so with the slow tests (CI runs them)
+pytestmark = pytest.mark.slow
 from mnv2_tasks.models.keras_weights import keras_resolution, read_keras_h5  # noqa: E402
 from mnv2_tasks.models.pretrained import load_pretrained, width_of  # noqa: E402
 
@@ -90,7 +93,6 @@ def test_a_keras_file_without_top_loads_into_a_backbone(tmp_path):
     assert np.abs(ours - pooled).max() < 1e-4
 
 
-@pytest.mark.slow  # a training run and a Keras pass over the validation set
 def test_training_and_evaluation_from_a_keras_file_take_its_padding_and_preprocessing(tmp_path, make_cfg, caplog):
     """model.pretrained=<Keras .h5> builds the network with TensorFlow's padding and normalises inputs to [-1, 1];
     both are recorded in the checkpoint, and tools/eval.py on the .h5 itself does the same."""
