@@ -188,7 +188,7 @@ def once_per_node(what: str, ready: Callable[[], bool], make: Callable[[], objec
     with FileLock(str(lock)):
         if not ready():  # another job or node made it while this one waited for the lock
             if world > 1:
-                log.info("rank %d: making it for the node's %d ranks: %s", rank, world, what)
+                log.info("rank %d (local rank 0 of a %d-rank job): %s", rank, world, what)
             make()
 
 

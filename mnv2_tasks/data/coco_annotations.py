@@ -66,12 +66,12 @@ class AnnotationReader:
         box = box.astype(np.float64)
         if not np.isfinite(box).all():
             return False
-        known = np.fromiter(kept.index, dtype=np.int64, count=len(kept.index))
+        known = np.fromiter(kept.index, dtype=np.int64, count=len(kept.index))  # image ids, in file order
         order = np.argsort(known)
         j = np.minimum(np.searchsorted(known[order], image_ids), len(known) - 1)
-        if not (known[order][j] == image_ids).all():
+        pos = order[j]  # each annotation's image position in the file
+        if not (known[pos] == image_ids).all():
             return False
-        pos = np.array([kept.index[i] for i in known[order].tolist()], dtype=np.int64)[j]  # image positions
         cats = np.array(sorted(self.cat_id_to_label), dtype=np.int64)
         c = np.minimum(np.searchsorted(cats, cat_ids), len(cats) - 1)
         if not (cats[c] == cat_ids).all():

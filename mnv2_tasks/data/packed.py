@@ -46,7 +46,6 @@ class ImageTable:
         self._ids = np.array([int(e["id"]) for e in entries], dtype=np.int64)
         self._order = np.argsort(self._ids, kind="stable")
         self._sorted = self._ids[self._order]
-        self._names = PackedList(str(e["file_name"]) for e in entries)
 
     def position(self, image_id) -> int | None:
         """The entry's position in the file's ``images`` list, or None for an id the file does not have."""
@@ -62,7 +61,7 @@ class ImageTable:
         return int(self._ids[k])
 
     def file_name(self, k: int) -> str:
-        return self._names[k]
+        return str(self.entry(k)["file_name"])
 
     # the dict-like reading: table[image_id], image_id in table, iteration over ids
     def __getitem__(self, image_id) -> dict:

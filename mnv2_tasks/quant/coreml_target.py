@@ -21,7 +21,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .executorch_runtime import executorch_format
 from .model_file import ExportedModel
 
 __all__ = ["write_target", "check_spec", "CoremlModel", "runs_here"]
@@ -47,10 +46,10 @@ def write_target(job, path: Path) -> Path:
     ``int8`` is Core ML's own weight quantization), validated by loading its spec back."""
     import warnings
 
-    from .deploy import DeployModule, file_metadata
+    from .deploy import DeployModule, file_metadata, nms_free_format
 
     ct = _coremltools()
-    module = DeployModule(None, job.net, executorch_format(job.net, job.fmt)).eval()
+    module = DeployModule(None, job.net, nms_free_format(job.net, job.fmt)).eval()
     example = job.example[:1]
     meta = {**file_metadata(job.net, module.fmt, job.example, job.opset), **{k: str(v) for k, v in job.metadata.items()},
             "mnv2_output_names": json.dumps(list(module.output_names))}

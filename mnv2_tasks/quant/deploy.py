@@ -46,6 +46,14 @@ class DeployModule(nn.Module):
         return list(self.net.export_formats[self.fmt])
 
 
+def nms_free_format(net: nn.Module, fmt: str | None) -> str:
+    """``fmt`` (default: the network's first) without NMS, for runtimes with no NMS kernel (ExecuTorch, NCNN, Core ML):
+    their runner runs the same ``select_detections`` on the decoded outputs."""
+    from ..models.export_formats import without_nms
+
+    return without_nms(net.check_format(fmt), net.export_formats)
+
+
 def file_metadata(net: nn.Module, fmt: str, example: torch.Tensor, opset: int = OPSET) -> dict[str, str]:
     """What a runtime needs to read the file back: task, format, classes, input size, the network's own settings."""
     meta = {"task": net.task, "mnv2_outputs": fmt, "opset": str(opset), "num_classes": str(net.num_classes),

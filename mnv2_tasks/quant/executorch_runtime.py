@@ -22,10 +22,9 @@ from torch import nn
 from torch.export import Dim
 
 from ..models.contract import pad_batch
-from ..models.export_formats import without_nms
 from .model_file import ExportedModel
 
-__all__ = ["write_executorch", "write_target", "EtModel", "set_threads", "META_METHOD", "executorch_format"]
+__all__ = ["write_executorch", "write_target", "EtModel", "set_threads", "META_METHOD"]
 
 META_METHOD = "mnv2_metadata"
 # the batch a .pte is memory-planned for: ExecuTorch allocates its tensors up front for the largest
@@ -50,16 +49,11 @@ def set_threads(threads: int) -> None:
         _unsafe_reset_threadpool(int(threads))
 
 
-def executorch_format(net: nn.Module, fmt: str | None) -> str:
-    """``fmt`` (default: the network's first) without NMS, which ExecuTorch has no kernel for."""
-    return without_nms(net.check_format(fmt), net.export_formats)
-
-
 def write_target(job, path: Path) -> Path:
     """The ExecuTorch target's file: the job's core in its NMS-free output format, lowered to XNNPACK, at ``path``."""
-    from .deploy import DeployModule, file_metadata
+    from .deploy import DeployModule, file_metadata, nms_free_format
 
-    module = DeployModule(job.core, job.net, executorch_format(job.net, job.fmt)).eval()
+    module = DeployModule(job.core, job.net, nms_free_format(job.net, job.fmt)).eval()
     meta = {**file_metadata(job.net, module.fmt, job.example, job.opset), **{k: str(v) for k, v in job.metadata.items()}}
     return write_executorch(module, job.example, path, module.output_names, meta)
 

@@ -21,7 +21,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .executorch_runtime import executorch_format
 from .model_file import ExportedModel
 
 __all__ = ["write_target", "write_ncnn", "NcnnModel"]
@@ -37,11 +36,11 @@ def _ncnn():
 
 def write_target(job, path: Path) -> Path:
     """The NCNN target's files (``job.core`` must be None: fp32): ``path`` (.ncnn.param), its ``.bin`` and ``.json``."""
-    from .deploy import DeployModule, file_metadata
+    from .deploy import DeployModule, file_metadata, nms_free_format
 
     if job.core is not None:
         raise ValueError("the NCNN target writes fp32 files only (NCNN's int8 tools are not in its pip wheels)")
-    module = DeployModule(None, job.net, executorch_format(job.net, job.fmt)).eval()
+    module = DeployModule(None, job.net, nms_free_format(job.net, job.fmt)).eval()
     meta = {**file_metadata(job.net, module.fmt, job.example, job.opset), **{k: str(v) for k, v in job.metadata.items()}}
     return write_ncnn(module, job.example[:1], path, module.output_names, meta)
 
