@@ -1,7 +1,10 @@
 """TensorRT's target: an int8 ONNX file with explicit Q/DQ that TensorRT builds an engine from (``.int8.trt.onnx``).
 
-TensorRT takes only symmetric int8 (zero point 0), so the file is written from the ``s8sym`` graph as is
-(no uint8 re-encoding) and checked by ``check_tensorrt_qdq``. Its fp32 input is the plain ``.fp32.onnx``.
+TensorRT takes only symmetric int8 (zero point 0). The file is the ONNX Runtime file of the same ``s8sym`` graph
+(``ExportJob.onnx_file``, whose activations ONNX Runtime gets as uint8 with zero point 128) with its activation
+Q/DQ pairs re-encoded back to int8 (``int8_activations``: ``q_s8 = q_u8 - 128``, the same grid and so the same
+numbers), instead of a second export of the graph; it is checked by ``check_tensorrt_qdq``. Its fp32 input is the
+plain ``.fp32.onnx``.
 Here (no GPU) it is evaluated in ONNX Runtime, which runs the same Q/DQ arithmetic.
 """
 
@@ -13,18 +16,46 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from .deploy import export_deploy
 from .targets import TargetError
 
-__all__ = ["write_tensorrt", "check_tensorrt_qdq"]
+__all__ = ["write_tensorrt", "check_tensorrt_qdq", "int8_activations"]
 
 
 def write_tensorrt(job, path: Path) -> Path:
     """The job's int8 graph as TensorRT-ready ONNX at ``path``, checked."""
-    export_deploy(job.core, job.net, job.example, path, fmt=job.fmt, metadata={**job.metadata, "target": "tensorrt"},
-                  opset=job.opset)
+    model = int8_activations(onnx.load(str(job.onnx_file())))
+    entry = model.metadata_props.add()
+    entry.key, entry.value = "target", "tensorrt"
+    onnx.save_model(model, str(path), save_as_external_data=False)
+    onnx.checker.check_model(str(path))
     check_tensorrt_qdq(path)
     return Path(path)
+
+
+def int8_activations(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` (changed in place, and returned) with every uint8 Quantize/DequantizeLinear zero point made int8
+    (``zp - 128``) and the tensors between them typed int8: ``q_s8 = q_u8 - 128`` on the same grid, so the file
+    computes exactly the same numbers. The inverse of ``pt2e.uint8_activations``, on an exported file."""
+    inits = {t.name: t for t in model.graph.initializer}
+    shifted: set[str] = set()
+    quantized: set[str] = set()  # the outputs of the Q nodes whose zero point was shifted
+    for node in model.graph.node:
+        if node.op_type not in ("QuantizeLinear", "DequantizeLinear") or len(node.input) < 3:
+            continue
+        zp = inits.get(node.input[2])
+        if zp is None or (zp.name not in shifted and zp.data_type != onnx.TensorProto.UINT8):
+            continue
+        if zp.name not in shifted:
+            value = numpy_helper.to_array(zp).astype(np.int16) - 128
+            zp.CopyFrom(numpy_helper.from_array(value.astype(np.int8), zp.name))
+            shifted.add(zp.name)
+        if node.op_type == "QuantizeLinear":
+            quantized.add(node.output[0])
+    for info in [*model.graph.value_info, *model.graph.output]:
+        if info.name in quantized or info.name in shifted:
+            if info.type.tensor_type.elem_type == onnx.TensorProto.UINT8:
+                info.type.tensor_type.elem_type = onnx.TensorProto.INT8
+    return model
 
 
 def _constants(model: onnx.ModelProto) -> dict[str, np.ndarray]:
