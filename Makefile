@@ -11,10 +11,12 @@ ARGS ?=
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml requirements/litert-convert.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q $(TORCH_SPEC)
 	$(PY) -m pip install -q -e '.[dev]'
+	# the LiteRT converter without its declared requirements, which conflict with ours (see the file)
+	$(PY) -m pip install -q --no-deps -r requirements/litert-convert.txt
 	touch $(STAMP)
 
 # the main job on the embedded default data (the default task); extra Hydra overrides in ARGS

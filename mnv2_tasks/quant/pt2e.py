@@ -34,7 +34,7 @@ from .quantizer import OrtQuantizer
 __all__ = [
     "QuantNet", "DeployForward", "capture", "prepare", "calibrate", "convert", "set_mode",
     "freeze_bn_stats", "disable_observers", "MAX_BATCH", "uint8_activations", "calibrate_activation_ranges",
-    "fix_activation_ranges", "bn_eps_to_qat_default",
+    "fix_activation_ranges", "bn_eps_to_qat_default", "float_weights",
 ]
 
 MAX_BATCH = 1024
@@ -222,6 +222,48 @@ def uint8_activations(converted: GraphModule) -> GraphModule:
     if changed:
         gm.recompile()
     gm.meta["mnv2_scheme"] = "u8"
+    return gm
+
+
+def float_weights(converted: GraphModule) -> GraphModule:
+    """A copy of a converted graph whose int8 weight constants are float constants quantized in the graph
+    (``dequantize(quantize(w))`` with ``w = (q - zp) * scale``): ``convert_pt2e(fold_quantize=False)``'s form, which
+    converters that read Q/DQ pairs as the quantization of a float tensor (LiteRT's) take. ``quantize(w)`` gives back
+    ``q`` exactly (``|q| <= 127``), so the numbers are the same."""
+    gm = copy.deepcopy(converted)
+    changed = False
+    for n in list(gm.graph.nodes):
+        name = str(n.target).split(".")
+        if not (n.op == "call_function" and len(name) > 2 and name[-2] in ("dequantize_per_channel", "dequantize_per_tensor")
+                and isinstance(n.args[0], torch.fx.Node) and n.args[0].op == "get_attr"):
+            continue
+        qweight = getattr(gm, n.args[0].target)
+        if not isinstance(qweight, torch.Tensor) or qweight.dtype not in (torch.int8, torch.uint8):
+            continue
+        per_channel = name[-2] == "dequantize_per_channel"
+        args = [a if not isinstance(a, torch.fx.Node) else getattr(gm, a.target) if a.op == "get_attr" else None
+                for a in n.args[1:3]]
+        if any(a is None for a in args):
+            continue
+        scale, zp = (torch.as_tensor(a) for a in args)
+        if per_channel:
+            axis = n.args[3]
+            shape = [1] * qweight.dim()
+            shape[axis] = -1
+            scale, zp = scale.reshape(shape), zp.reshape(shape)
+        weight = ((qweight.to(torch.float32) - zp.to(torch.float32)) * scale.to(torch.float32)).contiguous()
+        attr = f"{n.args[0].target}_float"
+        gm.register_buffer(attr, weight)
+        with gm.graph.inserting_before(n):
+            float_node = gm.graph.get_attr(attr)
+            op = (torch.ops.quantized_decomposed.quantize_per_channel.default if per_channel
+                  else torch.ops.quantized_decomposed.quantize_per_tensor.default)
+            quant = gm.graph.call_function(op, (float_node, *n.args[1:]), dict(n.kwargs))
+        n.args = (quant, *n.args[1:])
+        changed = True
+    if changed:
+        gm.graph.eliminate_dead_code()
+        gm.recompile()
     return gm
 
 

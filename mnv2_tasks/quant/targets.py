@@ -9,6 +9,7 @@ target         runtime                     files (``<stem>.<precision>...``)  in
 ``tensorrt``   TensorRT (explicit Q/DQ)    ``.int8.trt.onnx``                  s8sym
 ``ncnn``       NCNN (pnnx)                 ``.fp32.ncnn.param`` (+bin, json)   none: fp32 only
 ``coreml``     Core ML (macOS/iOS)         ``.fp32.mlpackage``, ``.int8...``   none: int8 weights
+``litert``     LiteRT (TFLite), XNNPACK    ``.fp32.tflite``, ``.int8.tflite``  s8, s8sym
 =============  ==========================  =================================  ==================
 
 A ``Target`` record names the target (``quant.targets=[...]``, ``mnv2-export --format``), how
@@ -116,6 +117,9 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
     Target("coreml", "Core ML", ".mlpackage", (), ("fp32", "int8"),
            writer=_lazy(".coreml_target", "write_target"), runner=_lazy(".coreml_target", "CoremlModel"),
            extra="coreml", runs_here=_lazy(".coreml_target", "runs_here")),
+    Target("litert", "LiteRT XNNPACK", ".tflite", ("s8", "s8sym"), ("fp32", "int8"),
+           writer=_lazy(".litert_runtime", "write_target"), runner=_lazy(".litert_runtime", "LiteRtModel"),
+           extra="litert"),
 )}
 
 
