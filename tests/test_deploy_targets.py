@@ -44,7 +44,7 @@ def classifier(shapes_root):
 
 
 def test_targets_choose_one_scheme_every_target_takes():
-    assert check_targets("all") == ["onnx", "openvino", "executorch", "tensorrt", "ncnn", "coreml"]
+    assert check_targets("all") == ["onnx", "openvino", "executorch", "tensorrt", "ncnn", "coreml", "litert"]
     assert check_targets(["tensorrt", "onnx"]) == ["onnx", "tensorrt"]  # table order
     assert scheme_for(["onnx"]) == "u8" and scheme_for(["onnx", "openvino"]) == "u8"
     assert scheme_for(["onnx", "executorch"]) == "s8"
@@ -141,9 +141,24 @@ def test_openvino_int8_detector_compiles_static_and_dynamic_with_the_right_shape
         OvModel(xml)
 
 
+def test_float_weights_give_the_same_numbers_from_float_constants(classifier):
+    """LiteRT's converter reads a weight as a float constant quantized in the graph: the rewrite keeps every number."""
+    from mnv2_tasks.quant.pt2e import float_weights
+
+    net, images = classifier
+    for scheme in ("s8", "s8sym"):
+        q = _ptq(net, images, scheme)
+        f = float_weights(q)
+        torch.testing.assert_close(f(images)["logits"], q(images)["logits"], atol=0, rtol=0)
+        dq = [n for n in f.graph.nodes if n.op == "call_function" and "dequantize_per_channel" in str(n.target)]
+        assert dq and all(n.args[0].op == "call_function" and "quantize_per_channel" in str(n.args[0].target) for n in dq)
+        assert all(getattr(f, n.args[0].args[0].target).dtype == torch.float32 for n in dq)
+        assert any(getattr(q, n.target).dtype == torch.int8 for n in q.graph.nodes if n.op == "get_attr")  # q unchanged
+
+
 def test_open_model_refuses_an_unknown_suffix(tmp_path):
-    with pytest.raises(ValueError, match=r"\.onnx, \.xml, \.pte"):
-        open_model(tmp_path / "model.tflite")
+    with pytest.raises(ValueError, match=r"\.onnx, \.xml, \.pte.*\.tflite"):
+        open_model(tmp_path / "model.pb")
 
 
 @pytest.mark.slow
@@ -201,7 +216,8 @@ def test_qat_with_every_target_writes_and_evaluates_each_in_its_runtime(qat_all_
     out, saved = qat_all_targets.dir, qat_all_targets.metrics
     assert saved["quant_scheme"] == "s8sym"
     for name in ("model.fp32.onnx", "model.int8.onnx", "model.fp32.xml", "model.int8.xml", "model.int8.bin",
-                 "model.fp32.pte", "model.int8.pte", "model.int8.trt.onnx", "model.fp32.ncnn.param", "model.fp32.ncnn.bin"):
+                 "model.fp32.pte", "model.int8.pte", "model.int8.trt.onnx", "model.fp32.ncnn.param", "model.fp32.ncnn.bin",
+                 "model.fp32.tflite", "model.int8.tflite"):
         assert (out / name).is_file(), name
     # the float files are the float network (the QAT run's starting point) in every runtime: the same detections.
     # Compared detection by detection, not by mAP: this two-epoch detector's scores are near-ties (0.2 +- 0.005), so
@@ -211,15 +227,16 @@ def test_qat_with_every_target_writes_and_evaluates_each_in_its_runtime(qat_all_
     with torch.no_grad():
         ref = net(images.contiguous(memory_format=torch.channels_last))
     assert sum(len(r["boxes"]) for r in ref) > 0
-    for key in ("onnx", "openvino", "executorch", "ncnn"):
+    for key in ("onnx", "openvino", "executorch", "ncnn", "litert"):
         assert _matched(open_model(out / saved[f"{key}_fp32_file"])(images), ref) >= 0.9, key
         assert saved[f"{key}_fp32_mAP"] == pytest.approx(saved["torch_fp32_mAP"], abs=0.02), key
-    for key in ("onnx", "openvino", "executorch", "tensorrt"):
+    for key in ("onnx", "openvino", "executorch", "tensorrt", "litert"):
         assert 0.0 <= saved[f"{key}_int8_mAP"] <= 1.0
         assert saved[f"{key}_int8_mAP"] == pytest.approx(saved["torch_int8_mAP"], abs=0.02), key
     check_tensorrt_qdq(out / "model.int8.trt.onnx")
     # tools/eval.py scores an .xml and a .pte like the run did
-    for name, key in (("model.int8.xml", "openvino_int8_mAP"), ("model.int8.pte", "executorch_int8_mAP")):
+    for name, key in (("model.int8.xml", "openvino_int8_mAP"), ("model.int8.pte", "executorch_int8_mAP"),
+                      ("model.int8.tflite", "litert_int8_mAP")):
         ecfg = make_cfg(*DET, f"ckpt={out / name}", config_name="eval")  # the run's preset: one image per batch
         ecfg.paths.output_dir = str(tmp_path / f"eval_{name}")
         assert evaluate(ecfg)["mAP"] == pytest.approx(saved[key], abs=1e-6)
@@ -261,7 +278,7 @@ def test_a_new_runtime_is_its_module_plus_one_record(classifier, tmp_path, monke
     assert Predictor(files["toy"])(frame)["probs"].shape == (4,)
     # an unknown suffix still names every target's
     with pytest.raises(ValueError, match=r"\.toy\.pt2"):
-        open_model(tmp_path / "m.tflite")
+        open_model(tmp_path / "m.pb")
 
 
 def test_an_export_that_fails_leaves_the_previous_files_and_no_partial_ones(classifier, tmp_path, monkeypatch):
