@@ -11,12 +11,14 @@ ARGS ?=
 
 setup: $(STAMP)
 
+# --no-compile: Python compiles what is imported when it is first imported, not every file of torch, jax and the
+# runtimes at install time
 $(STAMP): pyproject.toml requirements/litert-convert.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q $(TORCH_SPEC)
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q --no-compile $(TORCH_SPEC)
+	$(PY) -m pip install -q --no-compile -e '.[dev]'
 	# the LiteRT converter without its declared requirements, which conflict with ours (see the file)
-	$(PY) -m pip install -q --no-deps -r requirements/litert-convert.txt
+	$(PY) -m pip install -q --no-compile --no-deps -r requirements/litert-convert.txt
 	touch $(STAMP)
 
 # the main job on the embedded default data (the default task); extra Hydra overrides in ARGS
