@@ -63,6 +63,9 @@ def add_options(p: argparse.ArgumentParser) -> None:
 
     g.add_argument("--formats", default="onnx", help=f"runtimes besides PyTorch, comma-separated: {', '.join(TARGETS)}, "
                    "or all (ORT fp32 is always measured: the ratios' reference)")
+    g.add_argument("--deploy-postprocess", default="eval",
+                   help="the network's post-processing preset in every file and row: eval (what mAP is measured with: "
+                        "score 0.001, 100 boxes) or, for a detector, deploy (what a robot runs: conf/model/ssdlite.yaml)")
     g.add_argument("--json", default=None, help="also write the rows to this JSON file")
     g.add_argument("--profile", action="store_true", help="per-op profile of the fastest int8 runtime (top 12 ops)")
 
@@ -177,7 +180,7 @@ def bench_task(task: str, args, opts) -> tuple[str, list[dict]]:
     else:
         net, prepared = _untrained_net(task, size), None
         warm_batchnorm(net, [torch.nn.functional.interpolate(b, size=(size, size)) for b in calib[:4]])
-    net = net.eval().use_postprocess("eval")
+    net = net.eval().use_postprocess(getattr(opts, "deploy_postprocess", "eval"))
     lat_example = torch.randn(2, 3, size, size)
     resized = [torch.nn.functional.interpolate(b, size=(size, size), mode="bilinear", align_corners=False) for b in calib]
     cores: dict[str, tuple] = {}
@@ -250,7 +253,8 @@ def bench_task(task: str, args, opts) -> tuple[str, list[dict]]:
                          "vs_ref": round(statistics.median(ratios), 3), "vs_ref_min": round(min(ratios), 3),
                          "vs_ref_max": round(max(ratios), 3),
                          "size_mb": round(size_mb, 3), "metric": metric, "source": sources.get(key, "")})
-    head = (f"{task} at {size}x{size}, {args.threads} threads, CPU int8 path: {cpu_int8_flags()}"
+    head = (f"{task} at {size}x{size}, {args.threads} threads, CPU int8 path: {cpu_int8_flags()}, "
+            f"post-processing {getattr(opts, 'deploy_postprocess', 'eval')}"
             + (f", checkpoint {ckpt}" if ckpt else ", untrained weights"))
     if ckpt and tuple(val_example.shape[-2:]) != (size, size):
         head += f" (metrics need --deploy-size {val_example.shape[-1]}, the trained size)"

@@ -9,6 +9,8 @@ the ONNX file.
 
 from __future__ import annotations
 
+import logging
+
 from pathlib import Path
 
 import numpy as np
@@ -32,11 +34,19 @@ def ort_session(path: str | Path, threads: int = 2):
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 
+log = logging.getLogger(__name__)
+
+
 def write_onnx(job, path: Path) -> Path:
     """The ONNX Runtime target's file: the job's ONNX file with uint8 activations (``ExportJob.onnx_file``)."""
     import shutil
 
     shutil.copyfile(job.onnx_file(), path)
+    if job.core is not None and (job.metadata.get("quant_scheme") or getattr(job.core, "meta", {}).get("mnv2_scheme")) == "s8sym":
+        log.warning("the ONNX Runtime int8 file is quantized in s8sym (TensorRT's zero-point-0 activations): ONNX Runtime cannot fold a ReLU6's "
+                    "Clip into such a QuantizeLinear, so most convolutions run in float between Q/DQ pairs, slower than "
+                    "the fp32 file (BENCHMARKS.md, session 13); for ONNX Runtime's speed quantize without tensorrt in "
+                    "quant.targets (scheme u8)")
     return Path(path)
 
 
