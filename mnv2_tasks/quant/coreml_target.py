@@ -97,15 +97,12 @@ class CoremlModel(ExportedModel):
 
     def __init__(self, path: str | Path, threads: int = 2) -> None:
         ct = _coremltools()
-        self.path = Path(path)
-        if not self.path.exists():
-            raise FileNotFoundError(f"{self.path}: Core ML package not found; export one with tools/export.py --format coreml")
+        self._locate(path, "Core ML package", "coreml")
         if not runs_here():
             raise RuntimeError(f"{self.path}: Core ML runs models on macOS (and iOS) only, not on {sys.platform}; "
                                "its spec was checked when it was written (coreml_target.check_spec)")
         self.model = ct.models.MLModel(str(self.path))
         self._init_meta(dict(self.model.user_defined_metadata))
-        self.output_names = json.loads(self.meta.get("mnv2_output_names", "[]"))
 
     def _run(self, x: np.ndarray) -> list:  # pragma: no cover - macOS only
         outs = [self.model.predict({INPUT_NAME: image[None].astype(np.float32)}) for image in x]

@@ -85,20 +85,14 @@ class EtModel(ExportedModel):
 
     def __init__(self, path: str | Path, threads: int = 2) -> None:
         Runtime = _executorch()
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise FileNotFoundError(f"{self.path}: ExecuTorch file not found; export one with tools/export.py --format executorch")
+        self._locate(path, "ExecuTorch file", "executorch")
         set_threads(threads)
-        try:
+        with self._loading("ExecuTorch", "executorch"):
             program = Runtime.get().load_program(str(self.path))
             meta = json.loads(program.load_method(META_METHOD).execute([])[0]) if META_METHOD in program.method_names else {}
             self.method = program.load_method("forward")
-        except Exception as e:  # noqa: BLE001 - re-raised with the file named
-            raise ValueError(f"{self.path}: ExecuTorch cannot load this model ({str(e)[:300]}); "
-                             "re-export it with tools/export.py --format executorch") from None
         self._program = program
         self._init_meta(meta)
-        self.output_names = json.loads(self.meta.get("mnv2_output_names", "[]"))
 
     def _run(self, x: np.ndarray) -> list:
         step = int(self.meta.get("mnv2_max_batch", 1))

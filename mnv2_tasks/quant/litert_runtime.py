@@ -135,19 +135,13 @@ class LiteRtModel(ExportedModel):
 
     def __init__(self, path: str | Path, threads: int = 2) -> None:
         Interpreter = _interpreter()
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise FileNotFoundError(f"{self.path}: LiteRT file not found; export one with tools/export.py --format litert")
-        try:
+        self._locate(path, "LiteRT file", "litert")
+        with self._loading("LiteRT", "litert"):
             meta = read_metadata(self.path)
             self.interpreter = Interpreter(model_path=str(self.path), num_threads=int(threads))
             self.interpreter.allocate_tensors()
             self.runner = self.interpreter.get_signature_runner()
-        except Exception as e:  # noqa: BLE001 - re-raised with the file named
-            raise ValueError(f"{self.path}: LiteRT cannot load this model ({str(e)[:300]}); "
-                             "re-export it with tools/export.py --format litert") from None
         self._init_meta(meta)
-        self.output_names = json.loads(self.meta.get("mnv2_output_names", "[]"))
         (self._input, self._in_details), = self.runner.get_input_details().items()
         outs = self.runner.get_output_details()
         self._outputs = sorted(outs, key=lambda k: int(k.rsplit("_", 1)[-1]))  # output_0, output_1, ... in order

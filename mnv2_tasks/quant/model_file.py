@@ -10,8 +10,9 @@ file with the task's own metric code in the runtime that runs it.
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -38,7 +39,10 @@ def _older_input_spec(meta: Mapping[str, str]) -> dict:
 class ExportedModel:
     """Base of the runtime wrappers: ``meta`` (str -> str), ``run(images) -> {name: array}``, ``__call__``.
 
-    Subclasses set ``path``, ``meta`` and ``output_names`` and implement ``_run``.
+    Subclasses set ``path`` (``_locate``: a missing file named with the export that writes it), load the file
+    (``_loading``: a file the runtime refuses named with its reason), call ``_init_meta`` with the file's metadata
+    (which also sets ``output_names`` from its ``mnv2_output_names``, for runtimes that do not name outputs) and
+    implement ``_run``.
     """
 
     runtime = "?"
@@ -46,8 +50,26 @@ class ExportedModel:
     meta: dict[str, str]
     output_names: list[str]
 
+    def _locate(self, path: str | Path, what: str, fmt: str) -> Path:
+        """Set ``path``; a missing file is refused, naming the export that writes one (``--format fmt``)."""
+        self.path = Path(path)
+        if not self.path.exists():
+            raise FileNotFoundError(f"{self.path}: {what} not found; export one with tools/export.py --format {fmt}")
+        return self.path
+
+    @contextmanager
+    def _loading(self, runtime: str, fmt: str) -> Iterator[None]:
+        """A file its runtime cannot load is refused with the file named and the runtime's reason."""
+        try:
+            yield
+        except Exception as e:  # noqa: BLE001 - re-raised with the file named
+            raise ValueError(f"{self.path}: {runtime} cannot load this model ({str(e)[:300]}); "
+                             f"re-export it with tools/export.py --format {fmt}") from None
+
     def _init_meta(self, meta: Mapping[str, str]) -> None:
         self.meta = {str(k): str(v) for k, v in meta.items()}
+        # files whose runtime does not name the outputs record them (runners whose runtime does set them after this)
+        self.output_names = json.loads(self.meta.get("mnv2_output_names", "[]"))
         self.task = self.meta.get("task")
         self.format = self.meta.get("mnv2_outputs", "logits")
         self.num_classes = int(self.meta["num_classes"]) if "num_classes" in self.meta else None

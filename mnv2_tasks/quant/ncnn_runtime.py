@@ -85,7 +85,6 @@ class NcnnModel(ExportedModel):
         if self.net.load_param(str(self.path)) != 0 or self.net.load_model(str(weights)) != 0:
             raise ValueError(f"{self.path}: NCNN cannot load this model; re-export it with tools/export.py --format ncnn")
         self._init_meta(json.loads(meta_file.read_text()))
-        self.output_names = json.loads(self.meta.get("mnv2_output_names", "[]"))
         self._inputs, self._outputs = list(self.net.input_names()), list(self.net.output_names())
 
     def _run(self, x: np.ndarray) -> list:
