@@ -58,3 +58,23 @@ def test_litert_target_record_and_its_errors(tmp_path):
     broken.write_bytes(b"not a flatbuffer at all" * 4)
     with pytest.raises(ValueError, match=r"broken\.int8\.tflite.*re-export"):
         open_model(broken)
+
+
+def test_a_network_whose_layers_litert_cannot_take_gets_no_litert_file_and_the_reason(tmp_path, caplog):
+    """DeepLabV3's image pooling (also in the one-trunk network) declares that LiteRT cannot prepare it: every
+    writer of targets skips LiteRT for it with the reason, and writes the others."""
+    import torch
+    from hydra.utils import instantiate
+
+    from mnv2_tasks.config import compose_train_config
+    from mnv2_tasks.models import MobileNetV2
+    from mnv2_tasks.quant.targets import write_targets
+
+    net = instantiate(compose_train_config(["task=segmentation", "pretrain=none", "model.net.width_mult=0.35"]).model.net)
+    net.eval()
+    assert "BROADCAST_TO" in net.unsupported_targets()["litert"]
+    assert MobileNetV2(num_classes=4, width_mult=0.35).unsupported_targets() == {}
+    with caplog.at_level("WARNING"):
+        files = write_targets(["onnx", "litert"], None, net, torch.rand(2, 3, 64, 64), tmp_path, "fp32")
+    assert list(files) == ["onnx"] and (tmp_path / "model.fp32.onnx").is_file()
+    assert not list(tmp_path.glob("*.tflite")) and "LiteRT XNNPACK fp32 file not written" in caplog.text

@@ -159,6 +159,14 @@ class TaskNet(nn.Module):
         """What a runtime needs to read the exported outputs back (e.g. NMS settings), as strings."""
         return {}
 
+    def unsupported_targets(self) -> dict[str, str]:
+        """``{deployment target: why}`` for the targets whose converter or runtime cannot take this network: what its
+        layers declare (a module's class attribute ``deploy_refusals``). ``write_targets`` skips them, saying why."""
+        reasons: dict[str, str] = {}
+        for module in self.modules():
+            reasons.update(getattr(type(module), "deploy_refusals", None) or {})
+        return reasons
+
     # ---- the interface users see --------------------------------------------------------------
     def forward(self, images: torch.Tensor, targets: Any = None):
         """Training: ``train_outputs``; eval: ``postprocess`` (torchvision's interface)."""

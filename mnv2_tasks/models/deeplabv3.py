@@ -62,6 +62,11 @@ def _rename_old_keys(module, state_dict, prefix, *args) -> None:
 class ImagePooling(nn.Module):
     """(N, C, H, W) -> (N, out_chs, H, W): global average, 1x1 conv (+ bias, no norm), ReLU, broadcast."""
 
+    # litert-torch 0.10 lowers the broadcast to a BROADCAST_TO that LiteRT then fails to prepare ("Output shape must be
+    # broadcastable from input shape"); a nearest upsampling converts, but would change every other runtime's graph
+    deploy_refusals = {"litert": "LiteRT cannot prepare the image-pooling branch's broadcast (BROADCAST_TO) that "
+                                 "litert-torch 0.10 writes for it"}
+
     def __init__(self, in_chs: int, out_chs: int) -> None:
         super().__init__()
         self.conv = nn.Conv2d(in_chs, out_chs, 1, bias=True)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -40,6 +41,8 @@ from torch import nn
 
 from .onnx_export import OPSET
 from .quantizer import SCHEMES, check_scheme
+
+log = logging.getLogger(__name__)
 
 __all__ = ["Target", "TARGETS", "ExportJob", "check_targets", "scheme_for", "target_file", "write_targets",
            "target_of_file", "model_suffixes", "TargetError", "targets_metadata", "runs_here"]
@@ -224,7 +227,8 @@ def write_targets(
     opset: int = OPSET,
 ) -> dict[str, Path]:
     """Write ``precision``'s file of every target in ``targets`` from one deploy core; ``{target: path}``
-    (a target without a file of that precision is left out)."""
+    (a target without a file of that precision, or one the network declares it cannot be converted for
+    (``TaskNet.unsupported_targets``, logged with the reason), is left out)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     job = ExportJob(core, net, example, out_dir, stem, precision, fmt, {**(metadata or {}), "precision": precision}, opset)
@@ -232,10 +236,15 @@ def write_targets(
     # written: a failed or killed export leaves the previous files as they were (atomic_files.py)
     moves: list[tuple[Path, Path]] = []
     paths: dict[str, Path] = {}
+    refused = net.unsupported_targets()  # what the network's layers declare no converter of the target takes
     try:
         for name in check_targets(targets):
             spec = TARGETS[name]
             if precision not in spec.precisions:
+                continue
+            if name in refused:
+                log.warning("%s %s file not written: %s (the network's own declaration)", spec.display, precision,
+                            refused[name])
                 continue
             final = out_dir / spec.file(stem, precision)
             tmp = out_dir / f".{final.name}.{os.getpid()}.tmp{spec.suffix}"
