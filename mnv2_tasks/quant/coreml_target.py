@@ -46,13 +46,10 @@ def write_target(job, path: Path) -> Path:
     ``int8`` is Core ML's own weight quantization), validated by loading its spec back."""
     import warnings
 
-    from .deploy import DeployModule, file_metadata, nms_free_format
-
     ct = _coremltools()
-    module = DeployModule(None, job.net, nms_free_format(job.net, job.fmt)).eval()
+    module, meta = job.nms_free_module(None)
     example = job.example[:1]
-    meta = {**file_metadata(job.net, module.fmt, job.example, job.opset), **{k: str(v) for k, v in job.metadata.items()},
-            "mnv2_output_names": json.dumps(list(module.output_names))}
+    meta["mnv2_output_names"] = json.dumps(list(module.output_names))
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # TorchScript tracing is deprecated; coremltools reads it best
         traced = torch.jit.trace(module, example)

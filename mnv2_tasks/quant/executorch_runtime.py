@@ -51,10 +51,7 @@ def set_threads(threads: int) -> None:
 
 def write_target(job, path: Path) -> Path:
     """The ExecuTorch target's file: the job's core in its NMS-free output format, lowered to XNNPACK, at ``path``."""
-    from .deploy import DeployModule, file_metadata, nms_free_format
-
-    module = DeployModule(job.core, job.net, nms_free_format(job.net, job.fmt)).eval()
-    meta = {**file_metadata(job.net, module.fmt, job.example, job.opset), **{k: str(v) for k, v in job.metadata.items()}}
+    module, meta = job.nms_free_module(job.core)
     return write_executorch(module, job.example, path, module.output_names, meta)
 
 

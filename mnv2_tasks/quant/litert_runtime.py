@@ -59,12 +59,9 @@ def _converter():
 
 def write_target(job, path: Path) -> Path:
     """The LiteRT target's file: the job's core (float, or its int8 graph) in its NMS-free output format at ``path``."""
-    from .deploy import DeployModule, file_metadata, nms_free_format
     from .pt2e import float_weights
 
-    core = float_weights(job.core) if job.core is not None else None
-    module = DeployModule(core, job.net, nms_free_format(job.net, job.fmt)).eval()
-    meta = {**file_metadata(job.net, module.fmt, job.example, job.opset), **{k: str(v) for k, v in job.metadata.items()}}
+    module, meta = job.nms_free_module(float_weights(job.core) if job.core is not None else None)
     return write_litert(module, job.example[:1], path, module.output_names, meta, quantized=job.core is not None)
 
 

@@ -36,12 +36,9 @@ def _ncnn():
 
 def write_target(job, path: Path) -> Path:
     """The NCNN target's files (``job.core`` must be None: fp32): ``path`` (.ncnn.param), its ``.bin`` and ``.json``."""
-    from .deploy import DeployModule, file_metadata, nms_free_format
-
     if job.core is not None:
         raise ValueError("the NCNN target writes fp32 files only (NCNN's int8 tools are not in its pip wheels)")
-    module = DeployModule(None, job.net, nms_free_format(job.net, job.fmt)).eval()
-    meta = {**file_metadata(job.net, module.fmt, job.example, job.opset), **{k: str(v) for k, v in job.metadata.items()}}
+    module, meta = job.nms_free_module(None)
     return write_ncnn(module, job.example[:1], path, module.output_names, meta)
 
 

@@ -42,7 +42,7 @@ def write_onnx(job, path: Path) -> Path:
     import shutil
 
     shutil.copyfile(job.onnx_file(), path)
-    if job.core is not None and (job.metadata.get("quant_scheme") or getattr(job.core, "meta", {}).get("mnv2_scheme")) == "s8sym":
+    if job.core is not None and job.core.meta.get("mnv2_scheme") == "s8sym":  # the converted graph records its scheme
         log.warning("the ONNX Runtime int8 file is quantized in s8sym (TensorRT's zero-point-0 activations): ONNX Runtime cannot fold a ReLU6's "
                     "Clip into such a QuantizeLinear, so most convolutions run in float between Q/DQ pairs, slower than "
                     "the fp32 file (BENCHMARKS.md, session 13); for ONNX Runtime's speed quantize without tensorrt in "

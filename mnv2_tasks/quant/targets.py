@@ -199,6 +199,16 @@ class ExportJob:
     opset: int = OPSET
     _onnx: Path | None = None
 
+    def nms_free_module(self, core: nn.Module | None) -> tuple[nn.Module, dict[str, str]]:
+        """The deploy module of ``core`` (``None``: the float network) in the network's NMS-free output format, in eval mode,
+        and the metadata its file records: what the runtimes without an NMS kernel (ExecuTorch, NCNN, Core ML,
+        LiteRT) convert."""
+        from .deploy import DeployModule, file_metadata, nms_free_format
+
+        module = DeployModule(core, self.net, nms_free_format(self.net, self.fmt)).eval()
+        meta = {**file_metadata(self.net, module.fmt, self.example, self.opset), **{k: str(v) for k, v in self.metadata.items()}}
+        return module, meta
+
     def onnx_file(self) -> Path:
         """The ONNX file with uint8 activations, as ONNX Runtime runs fastest: written once (a temporary file beside the
         outputs, removed by ``write_targets``), shared by the targets that start from it (ONNX Runtime's own file,
