@@ -40,8 +40,10 @@ def ensure_embedded_backbone(
     accelerator: str = "auto",
     torch_threads: int | None = None,
     progress: bool = True,
+    inverted_residual_setting: Sequence[Sequence[int]] | None = None,
 ) -> Path:
-    """Path of a MobileNetV2 classifier checkpoint of ``width_mult`` trained on the embedded shapes.
+    """Path of a MobileNetV2 classifier checkpoint of ``width_mult`` (and of the task network's ``[t, c, n, s]``
+    table ``inverted_residual_setting``; ``None``: the paper's) trained on the embedded shapes.
 
     Trained through ``train(cfg)`` with ``overrides`` on first use (its run directory, with
     ``metrics.json`` and ``curves.png``, is kept in the cache), then reused; the checkpoint of the best
@@ -57,6 +59,8 @@ def ensure_embedded_backbone(
     cfg = compose_train_config([*overrides, "pretrain=none"])
     with open_dict(cfg):
         cfg.model.net.width_mult = float(width_mult)
+        if inverted_residual_setting is not None:  # only then in the cache key: the paper's table keeps its entries
+            cfg.model.net.inverted_residual_setting = [[int(v) for v in row] for row in inverted_residual_setting]
         cfg.seed = seed
     # the cache key: the composed run itself (so that editing conf/ makes a new entry), minus where and how it runs
     recipe = OmegaConf.to_container(cfg, resolve=False)

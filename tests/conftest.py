@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
@@ -78,6 +78,8 @@ def train_once(tmp_path_factory, shapes_root: Path, name: str, *overrides: str) 
 
 
 # the tiny presets (conf/debug/): every test that needs "a trained classifier" reads the same one
+# their MobileNetV2 table (conf/debug/blocks/tiny.yaml), for the networks tests build themselves
+TINY_BLOCKS = [list(row) for row in OmegaConf.load(Path(CONF_DIR) / "debug" / "blocks" / "tiny.yaml").inverted_residual_setting]
 TINY_CLS = ("debug=tiny_classification",)
 TINY_DET = ("debug=tiny_detection",)
 TINY_SEG = ("debug=tiny_segmentation",)

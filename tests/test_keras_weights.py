@@ -101,7 +101,8 @@ def test_training_and_evaluation_from_a_keras_file_take_its_padding_and_preproce
     from mnv2_tasks.train import train
 
     _, path = _keras_file(tmp_path, 0.35, 96)
-    cfg = make_cfg("debug=tiny_classification", "trainer.max_epochs=1", f"model.pretrained={path}")
+    # the paper's table: the Keras file's
+    cfg = make_cfg("debug=tiny_classification", "debug/blocks@model.net=paper", "trainer.max_epochs=1", f"model.pretrained={path}")
     with caplog.at_level("INFO"):
         train(cfg)
     assert "model.net.padding=tf_same, data.mean=data.std=[0.5, 0.5, 0.5]" in caplog.text

@@ -10,11 +10,12 @@ import torch
 
 from mnv2_tasks.models.multitask import build_multitask
 from conftest import TINY_MT as TINY, qat_overrides
+from conftest import TINY_BLOCKS
 
 
 def _tiny_net():
     torch.manual_seed(0)
-    return build_multitask(5, 0.35, 64, seg_head_chs=32, seg_low_chs=16)
+    return build_multitask(5, 0.35, 64, seg_head_chs=32, seg_low_chs=16, inverted_residual_setting=TINY_BLOCKS)
 
 
 def test_one_backbone_pass_feeds_both_heads_in_train_and_eval_mode():

@@ -84,3 +84,18 @@ def test_the_cache_lock_serialises_processes(tmp_path):
 
     assert "fcntl" not in vars(launch)  # importable where fcntl does not exist (Windows)
     assert "fcntl" not in vars(pretrain)  # importable where fcntl does not exist (Windows)
+
+
+def test_the_pretraining_takes_the_task_networks_table(make_cfg, shapes_root, tmp_path):
+    """A task network with its own [t, c, n, s] table (the tiny presets') is pretrained with that table, in a cache
+    entry of its own, and the weights load into its backbone."""
+    from conftest import TINY_BLOCKS
+
+    cfg = make_cfg("debug=tiny_detection", "pretrain=embedded", QUICK_OVERRIDE)
+    assert [list(r) for r in cfg.pretrain.inverted_residual_setting] == TINY_BLOCKS  # flows by interpolation
+    tiny = _pretrained_backbone(cfg)
+    paper = _pretrained_backbone(make_cfg("task=detection", "model.net.width_mult=0.35", QUICK_OVERRIDE))
+    assert tiny != paper
+    backbone = MobileNetV2Backbone(0.35, out_indices=(3, 4), inverted_residual_setting=TINY_BLOCKS)
+    report = load_pretrained(backbone, tiny)
+    assert report.loaded and not any(k.startswith("blocks") for k in report.missing) and len(backbone.blocks) == 8

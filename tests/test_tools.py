@@ -27,7 +27,7 @@ def test_eval_checkpoint_reproduces_training_metrics(make_cfg, trained_ckpt):
 def test_eval_torchvision_weight_file(make_cfg, tmp_path):
     """A torchvision weight file evaluates through the same code as our checkpoints (untrained here: ~chance)."""
     torch.save(torchvision.models.mobilenet_v2(width_mult=0.35, num_classes=4).state_dict(), tmp_path / "tv.pth")
-    got = evaluate(make_cfg(*TINY, f"ckpt={tmp_path}/tv.pth", config_name="eval"))
+    got = evaluate(make_cfg(*TINY, "debug/blocks@model.net=paper", f"ckpt={tmp_path}/tv.pth", config_name="eval"))
     assert got["num_samples"] == 24 and 0.0 <= got["top1"] <= 1.0
 
 

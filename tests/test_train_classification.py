@@ -13,6 +13,7 @@ from mnv2_tasks.models import CheckpointError
 from mnv2_tasks.train import train
 
 from conftest import TINY_CLS as TINY
+from conftest import TINY_BLOCKS
 
 
 def test_train_classification_writes_run_dir(tiny_classifier):
@@ -38,7 +39,7 @@ def test_train_classification_writes_run_dir(tiny_classifier):
     assert ckpt["mnv2_tasks"]["task"] == "classification"
     x = torch.randn(2, 3, 48, 48)
     state = {k[4:]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
-    ref = type(net)(num_classes=4, width_mult=0.35, dropout=0.1).eval()
+    ref = type(net)(num_classes=4, width_mult=0.35, dropout=0.1, inverted_residual_setting=TINY_BLOCKS).eval()
     ref.load_state_dict(state)
     torch.testing.assert_close(net(x), ref(x))
 
@@ -78,7 +79,7 @@ def test_num_classes_mismatch_is_explained(make_cfg):
 def test_frozen_backbone_keeps_weights_and_bn_statistics(make_cfg, tmp_path):
     from mnv2_tasks.models import MobileNetV2
 
-    init = MobileNetV2(num_classes=4, width_mult=0.35)
+    init = MobileNetV2(num_classes=4, width_mult=0.35, inverted_residual_setting=TINY_BLOCKS)
     torch.save(init.state_dict(), tmp_path / "init.pth")
     cfg = make_cfg(*TINY, "trainer.max_epochs=1", "model.freeze_backbone=true", f"model.pretrained={tmp_path}/init.pth",
                    "model.net.dropout=0.0")

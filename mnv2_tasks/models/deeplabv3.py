@@ -230,6 +230,7 @@ def build_deeplabv3(
     aux: bool = False,
     pretrained_backbone: str | None = None,
     padding: str = "symmetric",
+    inverted_residual_setting: Sequence[Sequence[int]] | None = None,
 ) -> DeepLabV3:
     """DeepLabV3 on a MobileNetV2 backbone of ``width_mult``, dilated to ``output_stride`` (8, 16 or 32).
 
@@ -237,11 +238,13 @@ def build_deeplabv3(
     ``aspp=True`` adds the 3x3 atrous branches (rates from ``aspp_rates``). ``decoder`` adds a
     DeepLabV3+ decoder on the stride-4 tap, ``aux`` an auxiliary head for training.
     ``pretrained_backbone`` is a MobileNetV2 weights file for ``load_pretrained``.
+    ``inverted_residual_setting``: the backbone's ``[t, c, n, s]`` table (``None``: the paper's).
     """
     if num_classes < 1:
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
     taps = [_TAP_HIGH] + ([_TAP_LOW] if decoder else []) + ([_TAP_AUX] if aux else [])
-    backbone = MobileNetV2Backbone(width_mult, out_indices=taps, output_stride=output_stride, padding=padding)
+    backbone = MobileNetV2Backbone(width_mult, out_indices=taps, output_stride=output_stride, padding=padding,
+                                   inverted_residual_setting=inverted_residual_setting)
     if pretrained_backbone:
         from .pretrained import load_pretrained
 

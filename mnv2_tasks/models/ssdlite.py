@@ -287,6 +287,7 @@ def ssdlite_parts(
     stride8_level: bool = False,
     stride8_tap: str = "stride8",
     scale_extras: bool = False,
+    inverted_residual_setting: Sequence[Sequence[int]] | None = None,
 ) -> dict:
     """The built parts of an SSDLite-MobileNetV2, as keyword arguments of ``SSDLite`` (or of a network
     that extends it, like the multi-task one; ``extra_taps``: backbone taps for its other heads).
@@ -300,7 +301,8 @@ def ssdlite_parts(
     ``"stride8"`` is ``blocks.5``'s output (32 channels at width 1.0), ``"expansion8"`` the expansion
     layer of ``blocks.6`` (192 channels), as the paper's first level reads block 13's expansion.
     ``scale_extras``: the extra layers' channels scale with ``width_mult`` (at least 16), as torchvision's
-    SSDLite scales them; the paper (width 1.0) does not say.
+    SSDLite scales them; the paper (width 1.0) does not say. ``inverted_residual_setting``: the backbone's
+    ``[t, c, n, s]`` table (``None``: the paper's; the taps follow any table).
     """
     if num_classes < 2:
         raise ValueError(f"num_classes counts the background and must be >= 2, got {num_classes}")
@@ -309,7 +311,7 @@ def ssdlite_parts(
         raise ValueError(f"stride8_tap must be 'stride8' (blocks.5's output) or 'expansion8' (blocks.6's expansion), got {stride8_tap!r}")
     taps = ((stride8_tap,) if stride8_level else ()) + SSDLITE_TAPS
     backbone = MobileNetV2Backbone(width_mult, out_indices=tuple(dict.fromkeys((*extra_taps, *(TAP_INDEX[t] for t in taps)))),
-                                   norm_layer=norm_layer, padding=padding)
+                                   norm_layer=norm_layer, padding=padding, inverted_residual_setting=inverted_residual_setting)
     # the detector's levels among the backbone's outputs (which come in network order)
     levels = [backbone.out_indices.index(TAP_INDEX[t]) for t in taps]
     tap_channels = [backbone.feature_info.channels(i) for i in levels]
