@@ -111,7 +111,7 @@ def test_training_and_evaluation_from_a_keras_file_take_its_padding_and_preproce
     # tools/eval.py on a Keras file itself: its top-1 on the embedded set is the top-1 of Keras's own predictions on
     # the same preprocessed images (resize, centre crop, then [-1, 1])
     model, four = _keras_file(tmp_path / "four", 0.35, 48, classes=4)
-    ev = make_cfg("debug=tiny_classification", f"ckpt={four}", config_name="eval")
+    ev = make_cfg("debug=tiny_classification", "debug/blocks@model.net=paper", f"ckpt={four}", config_name="eval")
     caplog.clear()
     with caplog.at_level("INFO"):
         metrics = evaluate(ev)
