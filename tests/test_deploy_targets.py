@@ -12,7 +12,6 @@ import torch
 from onnx import numpy_helper
 
 from mnv2_tasks.models import MobileNetV2
-from mnv2_tasks.models.ssdlite import build_ssdlite
 from mnv2_tasks.quant.deploy import DeployModule, export_deploy
 from mnv2_tasks.quant.runners import open_model
 from mnv2_tasks.quant.parity import compare_outputs
@@ -22,13 +21,6 @@ from mnv2_tasks.quant.tensorrt_target import check_tensorrt_qdq
 
 from test_quant import data_bn, real_images
 from conftest import TINY_BLOCKS
-
-
-def _det(images):
-    """A tiny detector whose BatchNorm statistics come from real images (so its outputs depend on them)."""
-    from mnv2_tasks.models.contract import warm_batchnorm
-
-    return warm_batchnorm(build_ssdlite(5, 0.35, 64, inverted_residual_setting=TINY_BLOCKS), [images], passes=4)
 
 
 def _ptq(net, images, scheme):
@@ -111,16 +103,26 @@ def test_one_s8sym_graph_gives_the_ort_file_uint8_activations_with_the_same_numb
     np.testing.assert_allclose(a["logits"], b["logits"], atol=1e-5)
 
 
+@pytest.fixture(scope="module")
+def qat_all_graph(shapes_root, qat_all_targets):
+    """The every-target QAT run's detector, its converted int8 graph (rebuilt from the checkpoint once for the tests
+    that compare files against it) and real validation images."""
+    from mnv2_tasks.quant.export import load_for_export
+
+    images = real_images(shapes_root, 6, 64, "coco/val")
+    _, det, prepared, _ = load_for_export(qat_all_targets.last, lambda: images[:2])
+    return det, convert(prepared), images
+
+
 @pytest.mark.slow
-def test_openvino_int8_detector_compiles_static_and_dynamic_with_the_right_shapes(shapes_root, tmp_path):
+def test_openvino_int8_detector_compiles_static_and_dynamic_with_the_right_shapes(qat_all_targets, qat_all_graph, tmp_path):
+    """The every-target run's int8 ONNX file (NMS in the graph) compiled by OpenVINO with a dynamic batch and at
+    static batches 1 and 3: the shapes, and PyTorch's detection counts."""
     from mnv2_tasks.quant.openvino_runtime import OvModel, write_openvino
 
-    torch.manual_seed(0)
-    images = real_images(shapes_root, 6, 64)
-    net = _det(images)
-    q = _ptq(net, images, "u8")
-    onnx_path = export_deploy(q, net, images[:2], tmp_path / "det.int8.onnx")
-    per_img = net.postprocess_cfg.detections_per_img
+    det, q, images = qat_all_graph
+    onnx_path = qat_all_targets.dir / "model.int8.onnx"
+    per_img = det.postprocess_cfg.detections_per_img
     for static in (None, 1, 3):
         xml = write_openvino(onnx_path, tmp_path / f"det_{static}.xml", static_batch=static)
         model = OvModel(xml)
@@ -129,10 +131,10 @@ def test_openvino_int8_detector_compiles_static_and_dynamic_with_the_right_shape
         out = model.run(images[:n])
         assert out["boxes"].shape == (n, per_img, 4) and out["scores"].shape == (n, per_img)
         assert out["num_detections"].shape == (n,)
-        ref = DeployModule(q, net, "nms").eval()(images[:n])
+        ref = DeployModule(q, det, "nms").eval()(images[:n])
         np.testing.assert_array_equal(out["num_detections"], ref[3].numpy())
     # the decoded outputs (before NMS, whose ties may break either way) equal the ORT file's
-    dec = export_deploy(q, net, images[:2], tmp_path / "dec.int8.onnx", fmt="decoded")
+    dec = export_deploy(q, det, images[:2], tmp_path / "dec.int8.onnx", fmt="decoded")
     ov, ort = OvModel(write_openvino(dec, tmp_path / "dec.xml")).run(images[:3]), open_model(dec).run(images[:3])
     assert np.abs(ov["scores"] - ort["scores"]).max() < 0.02
     assert np.abs(ov["boxes"] - ort["boxes"]).max() < 1.0  # pixels, at 64 px
@@ -163,16 +165,13 @@ def test_open_model_refuses_an_unknown_suffix(tmp_path):
 
 
 @pytest.mark.slow
-def test_executorch_files_match_pytorch(shapes_root, tiny_detector, qat_all_targets):
+def test_executorch_files_match_pytorch(tiny_detector, qat_all_targets, qat_all_graph):
     """The every-target QAT run's fp32 and int8 (s8sym) detector .pte files, in ExecuTorch's NMS-free format, against
     PyTorch at batch 1 and 3 (dynamic batch): the float network, and the converted int8 graph."""
     from mnv2_tasks import load_model
-    from mnv2_tasks.quant.export import load_for_export
 
-    images = real_images(shapes_root, 6, 64, "coco/val")
+    det, qd, images = qat_all_graph
     float_net = load_model(tiny_detector.last).to(memory_format=torch.contiguous_format)  # the fp32 files' network
-    _, det, prepared, _ = load_for_export(qat_all_targets.last, lambda: images[:2])
-    qd = convert(prepared)
     fp32, int8 = qat_all_targets.dir / "model.fp32.pte", qat_all_targets.dir / "model.int8.pte"
     m32, m8 = open_model(fp32), open_model(int8)
     assert m8.task == "detection" and m8.meta["precision"] == "int8" and m32.meta["precision"] == "fp32"

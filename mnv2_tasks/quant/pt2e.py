@@ -29,6 +29,7 @@ from torchao.quantization.pt2e import (
 from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e, prepare_qat_pt2e
 
 from ..models.contract import pad_batch
+from .pattern_cache import cached_patterns
 from .quantizer import OrtQuantizer
 
 __all__ = [
@@ -85,14 +86,12 @@ def prepare(net: nn.Module, example: torch.Tensor, qat: bool, scheme: str = "u8"
     moved = bn_eps_to_qat_default(core) if qat else 0
     gm = capture(core, example.contiguous(), train=qat, dynamic_hw=net.capture_dynamic_hw)
     quantizer = OrtQuantizer(is_qat=qat, scheme=scheme)
-    prepared = prepare_qat_pt2e(gm, quantizer) if qat else prepare_pt2e(gm, quantizer)
+    with cached_patterns():  # torchao's conv + batch-norm patterns, exported once per process
+        prepared = prepare_qat_pt2e(gm, quantizer) if qat else prepare_pt2e(gm, quantizer)
     prepared.meta["mnv2_training"] = qat
     prepared.meta["mnv2_bn_eps_moved"] = moved
     prepared.meta["mnv2_scheme"] = scheme
-    if qat:
-        move_exported_model_to_train(prepared)
-    else:
-        move_exported_model_to_eval(prepared)
+    set_mode(prepared, qat)
     return prepared
 
 
@@ -197,8 +196,9 @@ def convert(prepared: GraphModule) -> GraphModule:
     gm = copy.deepcopy(prepared)
     set_mode(gm, False)
     gm.apply(disable_observer)
-    converted = convert_pt2e(gm)
-    move_exported_model_to_eval(converted)
+    with cached_patterns():  # the 108 pattern graphs of the conv + batch-norm folding, exported once per process
+        converted = convert_pt2e(gm)
+        move_exported_model_to_eval(converted)
     return converted
 
 
@@ -269,12 +269,13 @@ def float_weights(converted: GraphModule) -> GraphModule:
 
 def set_mode(gm: GraphModule, training: bool) -> GraphModule:
     """The torchao way of ``gm.train(training)``; frozen batch-norm statistics stay frozen."""
-    if training:
-        move_exported_model_to_train(gm)
-        if gm.meta.get("mnv2_bn_frozen"):
-            _set_bn_training(gm, False)
-    else:
-        move_exported_model_to_eval(gm)
+    with cached_patterns():  # its dropout and batch-norm patterns, exported once per process
+        if training:
+            move_exported_model_to_train(gm)
+            if gm.meta.get("mnv2_bn_frozen"):
+                _set_bn_training(gm, False)
+        else:
+            move_exported_model_to_eval(gm)
     object.__setattr__(gm, "training", training)
     return gm
 
