@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torchao.quantization.pt2e import qat_utils, utils
 
-from mnv2_tasks.quant.pattern_cache import _CACHE, cached_patterns, pattern_key
+from mnv2_tasks.quant.pattern_cache import cached_patterns, clear, pattern_key
 
 # torchao's example inputs of its conv2d + batch-norm patterns: x, conv weight and bias, bn weight, bias, mean, var
 CONV2D_BN = (torch.randn(1, 1, 3, 3), torch.randn(1, 1, 1, 1), *(torch.randn(1) for _ in range(5)))
@@ -37,7 +37,7 @@ def test_a_cached_pattern_is_the_exported_one_and_each_call_gets_its_own_copy(mo
 
     for mod in (utils, qat_utils):
         monkeypatch.setattr(mod, "_get_aten_graph_module_for_pattern", counted)
-    _CACHE.clear()
+    clear()
     with cached_patterns():
         one = qat_utils._get_aten_graph_module_for_pattern(qat_utils._get_conv_bn_pattern(F.conv2d), x, False)
         two = utils._get_aten_graph_module_for_pattern(qat_utils._get_conv_bn_pattern(F.conv2d), x, False)

@@ -37,12 +37,10 @@ def main(argv: list[str] | None = None) -> str:
     torch.set_num_threads(args.threads)
     if args.image:
         from ..data.images import read_rgb
-        from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
+        from ..data.inference import EvalPreprocess
 
-        first = sorted(Path(args.image).rglob("*.jpg"))[0]
-        x = torch.from_numpy(read_rgb(first)).permute(2, 0, 1)[None].float() / 255
-        x = torch.nn.functional.interpolate(x, size=(args.size, args.size), mode="bilinear", align_corners=False)
-        x = (x - torch.tensor(IMAGENET_MEAN)[:, None, None]) / torch.tensor(IMAGENET_STD)[:, None, None]
+        first = sorted(Path(args.image).rglob("*.jpg"))[0]  # prepared as evaluation prepares it (ImageNet mean, std)
+        x = EvalPreprocess({"image_size": args.size})(read_rgb(first))[None].contiguous()
     else:
         x = torch.randn(1, 3, args.size, args.size)
     models = {f.name: open_model(f, args.threads) for f in files}

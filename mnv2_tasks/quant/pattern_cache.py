@@ -3,7 +3,7 @@
 ``prepare_qat_pt2e`` and ``convert_pt2e`` find the conv + batch-norm layers of a QAT graph by matching pattern
 graphs, and make every pattern afresh on every call with ``torch.export`` (``_get_aten_graph_module_for_pattern``):
 ``convert_pt2e`` of any graph with batch-norm nodes exports 108 small patterns (4 convolution kinds x 12 variants x
-2), about 36 s on a 2-core CPU, more than the rest of the conversion. The patterns depend only on the pattern
+2), most of the conversion's time (``python -m mnv2_tasks.benchmarks.qat_convert``). The patterns depend only on the pattern
 function, its settings and the example inputs' shapes, so ``cached_patterns()`` keeps each one and hands out a
 deep copy (the rewriter must not share nodes between calls): the same graphs, each exported once per process.
 
@@ -20,9 +20,14 @@ from typing import Any, Callable, Iterator
 import torch
 from torch.fx import GraphModule
 
-__all__ = ["cached_patterns", "pattern_key"]
+__all__ = ["cached_patterns", "pattern_key", "clear"]
 
 _CACHE: dict[tuple, GraphModule] = {}
+
+
+def clear() -> None:
+    """Forget every kept pattern graph (the next conversion exports them again, as torchao alone does)."""
+    _CACHE.clear()
 
 
 def _value_key(v: Any):
